@@ -1,4 +1,4 @@
-"""E1: the MNIST pool of 10 MLPs, trained as one vmapped run (the `make run` job).
+"""E1: the MNIST pool of 10 MLPs trained as one vmapped run, then greedy ensemble selection.
 
     python -m experiments.ensemble_mnist --workdir runs/ensemble_mnist [--config.<field>=<value>]
 
@@ -7,7 +7,14 @@ training set held out), keeps each member's best-validation-loss checkpoint, and
 - ``summary.json``: per-member validation and test loss and accuracy, wall times;
 - ``predictions.npz``: validation and test probabilities (E, N, C) and labels, for selection;
 - ``members.png``: per-member validation and test loss and accuracy (M0...M9);
-- ``curves.png``: training and validation loss per epoch.
+- ``curves.png``: training and validation loss per epoch;
+- ``selection_weights.png``: the greedy weights per step, selecting on log-loss and accuracy;
+- ``selection_loss.png`` and ``selection_accuracy.png``: the ensemble's log-loss and accuracy
+  per step on validation and test, against the best single member and the plain average.
+
+Selection (Caruana et al. 2004) runs on the validation probabilities with ``init_size=1``
+and replacement, ``max_iter=10`` as published plus a longer run; each step's weights are then
+evaluated on the test set.
 """
 
 import dataclasses
@@ -26,6 +33,7 @@ from jaxens import data as data_lib  # noqa: E402
 from jaxens import ensemble  # noqa: E402
 from jaxens import losses  # noqa: E402
 from jaxens import nn  # noqa: E402
+from jaxens import select  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +48,9 @@ class Config:
   n_train: int = None
   n_val: int = None
   n_test: int = None
+  selection_losses: tuple = ("log_loss", "accuracy")
+  max_iter: int = 10
+  long_max_iter: int = 100
 
 
 def run(config, workdir):
@@ -66,8 +77,12 @@ def run(config, workdir):
       "test_loss": float(losses.log_loss(test_probs[i], y_test)),
       "test_accuracy": float(losses.accuracy(test_probs[i], y_test)),
   } for i, m in enumerate(result.members)]
+  selection = {
+      loss: {max_iter: _select(val_probs, y_val, test_probs, y_test, loss, max_iter)
+             for max_iter in (config.max_iter, config.long_max_iter)}
+      for loss in config.selection_losses}
   summary = {
-      "experiment": "E1 pool: 10 MLPs trained as one vmapped run",
+      "experiment": "E1 pool: 10 MLPs trained as one vmapped run, then greedy selection",
       "config": config,
       "n_train": int(splits.train[0].shape[0]),
       "train_seconds_including_compile": train_time.seconds,
@@ -75,11 +90,90 @@ def run(config, workdir):
       "history": result.history,
       "best_single_test_accuracy": max(m["test_accuracy"] for m in members),
       "mean_test_accuracy": float(np.mean([m["test_accuracy"] for m in members])),
+      "ensembles": _ensemble_table(members, val_probs, y_val, test_probs, y_test, selection,
+                                   config.max_iter, config.long_max_iter),
+      "selection": {loss: {str(k): v for k, v in paths.items()} for loss, paths in selection.items()},
   }
   _cli.write_summary(workdir, summary)
   _plot_members(members, os.path.join(workdir, "members.png"))
   _plot_curves(result.history, os.path.join(workdir, "curves.png"))
+  _plot_selection_weights(selection, config.long_max_iter,
+                          os.path.join(workdir, "selection_weights.png"))
+  for metric in ("loss", "accuracy"):
+    _plot_selection_metric(summary["ensembles"], selection, config.long_max_iter, metric,
+                           os.path.join(workdir, f"selection_{metric}.png"))
   return summary
+
+
+def _metrics(probs, labels):
+  """(log-loss, accuracy) of ``probs`` (..., N, C): the same functions selection optimises."""
+  return (np.asarray(losses.log_loss(probs, labels), np.float64),
+          np.asarray(losses.accuracy(probs, labels), np.float64))
+
+
+def _select(val_probs, y_val, test_probs, y_test, loss, max_iter):
+  """Greedy selection on validation; every step's weights evaluated on validation and test."""
+  selection = select.greedy(val_probs, y_val, loss=loss, init_size=1, replacement=True,
+                            max_iter=max_iter)
+  weights = np.asarray(selection.weights)
+  path = {"weights": weights, "order": np.asarray(selection.order),
+          "selection_score": np.asarray(selection.loss)}
+  for split, probs, labels in (("val", val_probs, y_val), ("test", test_probs, y_test)):
+    ensemble_probs = np.einsum("tm,mnc->tnc", weights, probs)
+    path[f"{split}_loss"], path[f"{split}_accuracy"] = _metrics(ensemble_probs, labels)
+  return path
+
+
+def _ensemble_table(members, val_probs, y_val, test_probs, y_test, selection, max_iter,
+                    long_max_iter):
+  """Best single member, plain average and greedy ensembles on validation and test."""
+  best = min(members, key=lambda m: m["val_loss"])
+  rows = {f"best single (M{best['member']}, by val loss)": {
+      k: best[k] for k in ("val_loss", "val_accuracy", "test_loss", "test_accuracy")}}
+  average = {}
+  for split, probs, labels in (("val", val_probs, y_val), ("test", test_probs, y_test)):
+    average[f"{split}_loss"], average[f"{split}_accuracy"] = map(float, _metrics(probs.mean(0), labels))
+  rows["plain average"] = average
+  for loss, paths in selection.items():
+    for steps in (max_iter, long_max_iter):
+      rows[f"greedy on {loss}, {steps} steps"] = {
+          k: float(paths[steps][k][-1])
+          for k in ("val_loss", "val_accuracy", "test_loss", "test_accuracy")}
+  return rows
+
+
+def _plot_selection_weights(selection, steps, path):
+  fig, axes = plt.subplots(1, len(selection), figsize=(6 * len(selection), 4), squeeze=False)
+  for ax, (loss, paths) in zip(axes[0], selection.items()):
+    weights = paths[steps]["weights"]
+    image = ax.imshow(weights.T, aspect="auto", cmap="viridis", interpolation="nearest")
+    ax.set_xlabel("selection step")
+    ax.set_ylabel("member")
+    ax.set_yticks(range(weights.shape[1]), [f"M{i}" for i in range(weights.shape[1])])
+    ax.set_title(f"greedy weights, selecting on {loss}")
+    fig.colorbar(image, ax=ax)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def _plot_selection_metric(table, selection, steps, metric, path):
+  fig, axes = plt.subplots(1, len(selection), figsize=(6 * len(selection), 4), squeeze=False)
+  best_name = next(name for name in table if name.startswith("best single"))
+  for ax, (loss, paths) in zip(axes[0], selection.items()):
+    for color, split in (("C0", "val"), ("C1", "test")):
+      ax.plot(paths[steps][f"{split}_{metric}"], color=color, label=f"greedy, {split}")
+      ax.axhline(table[best_name][f"{split}_{metric}"], color=color, linestyle=":",
+                 label=f"best single, {split}")
+      ax.axhline(table["plain average"][f"{split}_{metric}"], color=color, linestyle="--",
+                 label=f"plain average, {split}")
+    ax.set_xlabel("selection step")
+    ax.set_ylabel("log-loss" if metric == "loss" else "accuracy")
+    ax.set_title(f"ensemble {metric} per step, selecting on {loss}")
+    ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
 
 
 def _plot_members(members, path):
@@ -122,6 +216,11 @@ def print_summary(summary):
            f"{m['test_loss']:.4f}", f"{m['test_accuracy']:.4f}") for m in summary["members"]]
   print(_cli.markdown_table(
       ("member", "best epoch", "val loss", "val acc", "test loss", "test acc"), rows))
+  ensembles = [(name, *(f"{row[k]:.4f}" for k in ("val_loss", "val_accuracy", "test_loss",
+                                                   "test_accuracy")))
+               for name, row in summary["ensembles"].items()]
+  print()
+  print(_cli.markdown_table(("ensemble", "val loss", "val acc", "test loss", "test acc"), ensembles))
   print(f"\nbest single test accuracy {summary['best_single_test_accuracy']:.4f}; "
         f"mean {summary['mean_test_accuracy']:.4f}; train() took "
         f"{summary['train_seconds_including_compile']:.1f} s including compilation "

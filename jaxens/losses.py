@@ -2,7 +2,8 @@
 
 Every function maps a batch of predictions and its targets to a scalar mean, so the
 same function scores a training step, a checkpoint and a candidate ensemble.
-Predictions carry the class axis last: ``probs_NxC`` or ``logits_NxC``.
+Predictions carry the class axis last: ``probs_NxC`` or ``logits_NxC``; leading axes (members,
+selection steps) broadcast against the ``(N,)`` labels and stay in the result.
 """
 
 import jax
@@ -24,8 +25,7 @@ def log_loss(probs, labels, *, eps=PROB_CLIP):
     labels: ``(N,)`` integer labels.
     eps: clipping bound.
   """
-  p_true = jnp.take_along_axis(probs, labels[..., None], axis=-1)[..., 0]
-  return log_loss_true_class(p_true, eps=eps)
+  return log_loss_true_class(_true_class(probs, labels), eps=eps)
 
 
 def log_loss_true_class(p_true, *, eps=PROB_CLIP):
@@ -35,8 +35,7 @@ def log_loss_true_class(p_true, *, eps=PROB_CLIP):
 
 def log_loss_from_logits(logits, labels):
   r"""Mean cross-entropy from logits, :math:`-\frac{1}{N}\sum_i \log\mathrm{softmax}(z_i)_{y_i}`."""
-  log_probs = jax.nn.log_softmax(logits, axis=-1)
-  return -jnp.mean(jnp.take_along_axis(log_probs, labels[..., None], axis=-1)[..., 0], axis=-1)
+  return -jnp.mean(_true_class(jax.nn.log_softmax(logits, axis=-1), labels), axis=-1)
 
 
 def accuracy(scores, labels):
@@ -44,15 +43,23 @@ def accuracy(scores, labels):
 
   Ties go to the lowest class index, as ``argmax`` does.
   """
+  labels = jnp.broadcast_to(labels, scores.shape[:-1])
   return jnp.mean((jnp.argmax(scores, axis=-1) == labels).astype(jnp.float32), axis=-1)
 
 
 def mse(preds, targets):
   r"""Mean squared error :math:`\frac{1}{N}\sum_i (\hat y_i - y_i)^2` over the last axis."""
-  return jnp.mean(jnp.square(preds - targets), axis=-1)
+  return jnp.mean(jnp.square(preds - jnp.broadcast_to(targets, preds.shape)), axis=-1)
+
+
+def _true_class(values, labels):
+  """``values[..., n, labels[n]]`` for ``(..., N, C)`` values and ``(N,)`` labels."""
+  labels = jnp.broadcast_to(labels, values.shape[:-1])
+  return jnp.take_along_axis(values, labels[..., None], axis=-1)[..., 0]
 
 
 def brier(probs, labels):
   r"""Multi-class Brier score :math:`\frac{1}{N}\sum_i \lVert p_i - e_{y_i} \rVert_2^2`."""
-  onehot = jax.nn.one_hot(labels, probs.shape[-1], dtype=probs.dtype)
+  onehot = jax.nn.one_hot(jnp.broadcast_to(labels, probs.shape[:-1]), probs.shape[-1],
+                          dtype=probs.dtype)
   return jnp.mean(jnp.sum(jnp.square(probs - onehot), axis=-1), axis=-1)
