@@ -92,7 +92,8 @@ class TrainResult(NamedTuple):
       in eval mode at the end of the epoch.
     best_epoch: (E,) the epoch (0-based) that ``best_params`` comes from.
     diverged: (E,) True for a member whose loss or parameters became non-finite; such a member
-      was frozen at its last finite parameters and never replaced a checkpoint afterwards.
+      was rolled back to its state at the start of that epoch (its last finite end-of-epoch
+      state), frozen there, and never replaced a checkpoint afterwards.
     members: (E,) the member indices, ``range(n_members)`` or ``members``.
   """
   params: Any
@@ -206,8 +207,9 @@ def _epoch_order(cfg, key, root_key, epoch, n_train, n_steps):
 
 
 def _train_step(cfg, member_state, batch, step):
-  """One optimisation step of one member; a member that is not alive is left unchanged."""
-  params, state, opt_state, alive, key, hparams = member_state
+  """One optimisation step of one member: the stepped ``(params, state, opt_state)`` and the
+  minibatch loss and accuracy."""
+  params, state, opt_state, key, hparams = member_state
   x, y = batch
   rng = jax.random.fold_in(jax.random.fold_in(key, _DROPOUT), step) if cfg.model.stochastic else None
 
@@ -222,12 +224,18 @@ def _train_step(cfg, member_state, batch, step):
   new_params = optax.apply_updates(params, updates)
   if cfg.max_norm is not None:
     new_params = nn.max_norm(new_params, cfg.max_norm)
-  finite = jnp.isfinite(loss) & jnp.all(
-      jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(new_params)]))
-  still_alive = alive & finite
-  keep_new = lambda new, old: jax.tree.map(lambda n, o: jnp.where(still_alive, n, o), new, old)
-  return (keep_new(new_params, params), keep_new(new_state, state),
-          keep_new(new_opt_state, opt_state), still_alive, loss, acc)
+  return (new_params, new_state, new_opt_state), loss, acc
+
+
+def _all_finite(tree):
+  """Whether every entry of every leaf of one member's ``tree`` is finite."""
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]))
+
+
+def _where_members(mask, new, old):
+  """``new`` for the members where ``mask`` (E,) is True, else ``old``, leaf by leaf."""
+  return jax.tree.map(
+      lambda n, o: jnp.where(mask.reshape((-1,) + (1,) * (n.ndim - 1)), n, o), new, old)
 
 
 def _evaluate(model_cfg, params, state, x, y, batch_size):
@@ -292,24 +300,28 @@ def _make_epoch_fn(cfg, n_train, n_val, eval_batch_size, report_every):
   n_steps = n_train // cfg.batch_size
 
   def epoch_fn(carry, keys, hparams, root_key, epoch, x_train, y_train, x_val, y_val):
+    # Divergence is handled per epoch, not per step, to keep selections off the hot loop: a
+    # member whose loss turns non-finite at any step (non-finite parameters make the next
+    # loss non-finite too) is rolled back to its state at the start of the epoch and frozen.
     orders = jax.vmap(
         lambda k: _epoch_order(cfg, k, root_key, epoch, n_train, n_steps))(keys)
     orders = jnp.swapaxes(orders, 0, 1)  # (n_steps, E, batch)
 
     def scan_body(inner, step_order):
-      params, state, opt_state, alive, step = inner
+      params, state, opt_state, finite, step = inner
       batch = (x_train[step_order], y_train[step_order])
-      params, state, opt_state, alive, loss, acc = jax.vmap(
-          lambda *a: _train_step(cfg, a[:6], a[6], step))(
-              params, state, opt_state, alive, keys, hparams, batch)
+      (params, state, opt_state), loss, acc = jax.vmap(
+          lambda *a: _train_step(cfg, a[:5], a[5], step))(
+              params, state, opt_state, keys, hparams, batch)
+      finite = finite & jnp.isfinite(loss)
       if report_every is not None:
         jax.lax.cond(step % report_every == report_every - 1,
                      lambda: jax.debug.callback(_Progress.report, loss), lambda: None)
-      return (params, state, opt_state, alive, step + 1), (loss, acc)
+      return (params, state, opt_state, finite, step + 1), (loss, acc)
 
     first_step = epoch * n_steps
     init = (carry.params, carry.state, carry.opt_state, carry.alive, first_step)
-    (params, state, opt_state, alive, _), (step_loss, step_acc) = jax.lax.scan(
+    (params, state, opt_state, finite, _), (step_loss, step_acc) = jax.lax.scan(
         scan_body, init, orders)
     train_loss = jnp.mean(step_loss, axis=0)
     train_acc = jnp.mean(step_acc, axis=0)
@@ -318,18 +330,19 @@ def _make_epoch_fn(cfg, n_train, n_val, eval_batch_size, report_every):
           lambda p, s: _evaluate(cfg.model, p, s, x_val, y_val, eval_batch_size))(params, state)
     else:
       val_loss = val_acc = jnp.full_like(train_loss, jnp.nan)
-    alive = alive & jnp.isfinite(train_loss) & (jnp.isfinite(val_loss) | (n_val == 0))
+    alive = (finite & jax.vmap(_all_finite)((params, state, opt_state))
+             & (jnp.isfinite(val_loss) | (n_val == 0)))
+    params, state, opt_state = _where_members(
+        alive, (params, state, opt_state), (carry.params, carry.state, carry.opt_state))
     if cfg.keep == "best_val_loss":
       improved = alive & (val_loss < carry.best_val_loss)
     else:
       improved = alive
-    pick = lambda new, old: jax.tree.map(
-        lambda n, o: jnp.where(improved.reshape((-1,) + (1,) * (n.ndim - 1)), n, o), new, old)
     metrics = {"train_loss": train_loss, "train_accuracy": train_acc,
                "val_loss": val_loss, "val_accuracy": val_acc}
     history = {name: carry.history[name].at[:, epoch].set(metrics[name]) for name in HISTORY_KEYS}
-    return _Carry(params, state, opt_state, pick(params, carry.best_params),
-                  pick(state, carry.best_state),
+    return _Carry(params, state, opt_state, _where_members(improved, params, carry.best_params),
+                  _where_members(improved, state, carry.best_state),
                   jnp.where(improved, val_loss, carry.best_val_loss),
                   jnp.where(improved, epoch, carry.best_epoch), alive, history)
 
@@ -459,7 +472,8 @@ def train(cfg, data, *, workdir=None, resume=False, members=None, progress=True)
   diverged = ~np.asarray(carry.alive)
   if diverged.any():
     print(f"jaxens: members {members[diverged].tolist()} diverged (non-finite loss); "
-          "they were frozen at their last finite parameters.", file=sys.stderr)
+          "each was frozen at its state from the start of the epoch it diverged in.",
+          file=sys.stderr)
   return TrainResult(
       params=carry.params, state=carry.state, best_params=carry.best_params,
       best_state=carry.best_state, history={k: np.asarray(v) for k, v in carry.history.items()},
