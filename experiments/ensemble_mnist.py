@@ -18,6 +18,7 @@ evaluated on the test set.
 """
 
 import dataclasses
+import functools
 import os
 import sys
 import time
@@ -26,6 +27,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from experiments import _cli  # noqa: E402
@@ -34,6 +36,7 @@ from jaxens import ensemble  # noqa: E402
 from jaxens import losses  # noqa: E402
 from jaxens import nn  # noqa: E402
 from jaxens import select  # noqa: E402
+from jaxens import sharpness  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +45,7 @@ class Config:
   train: ensemble.TrainConfig = dataclasses.field(
       default_factory=lambda: ensemble.TrainConfig(model=nn.MLPConfig(init="torch")))
   data_source: str = "auto"
+  data_dir: str = None
   val_fraction: float = 0.25
   data_seed: int = 0
   # Subsets for quick runs (None: the whole split).
@@ -51,12 +55,18 @@ class Config:
   selection_losses: tuple = ("log_loss", "accuracy")
   max_iter: int = 10
   long_max_iter: int = 100
+  # Keskar sharpness of every member on the training set, then sharpness-aware selection:
+  # the score of an ensemble is its log-loss plus lambda times its weighted mean sharpness.
+  sharpness_epsilon: float = 1e-3
+  sharpness_steps: int = 10
+  penalty_weights: tuple = (0.0, 1e-3, 1e-2, 1e-1)
 
 
 def run(config, workdir):
   """Trains the pool, evaluates every member, writes the artefacts; returns the summary."""
   os.makedirs(workdir, exist_ok=True)
-  splits = data_lib.load_mnist(config.data_source, config.val_fraction, config.data_seed)
+  splits = data_lib.load_mnist(config.data_source, config.val_fraction, config.data_seed,
+                               config.data_dir)
   splits = data_lib.subset(splits, config.n_train, config.n_val, config.n_test)
   with _cli.Stopwatch() as train_time:
     result = ensemble.train(config.train, splits)
@@ -94,6 +104,8 @@ def run(config, workdir):
                                    config.max_iter, config.long_max_iter),
       "selection": {loss: {str(k): v for k, v in paths.items()} for loss, paths in selection.items()},
   }
+  summary["sharpness"] = _sharpness_study(config, result, splits, members, val_probs, test_probs,
+                                          selection["log_loss"][config.max_iter]["weights"][-1])
   _cli.write_summary(workdir, summary)
   _plot_members(members, os.path.join(workdir, "members.png"))
   _plot_curves(result.history, os.path.join(workdir, "curves.png"))
@@ -103,6 +115,62 @@ def run(config, workdir):
     _plot_selection_metric(summary["ensembles"], selection, config.long_max_iter, metric,
                            os.path.join(workdir, f"selection_{metric}.png"))
   return summary
+
+
+def _sharpness_study(config, result, splits, members, val_probs, test_probs, greedy_weights):
+  """Each member's Keskar sharpness, its correlation with test loss and selection weight, and
+  plain against sharpness-aware selection on the test set."""
+  model_cfg = config.train.model
+
+  def member_sharpness(params, state):
+    return sharpness.keskar(functools.partial(_eval_loss, model_cfg, state), params,
+                            (splits.train.x, splits.train.y), epsilon=config.sharpness_epsilon,
+                            steps=config.sharpness_steps)
+
+  with _cli.Stopwatch() as timer:
+    result_sharpness = jax.vmap(member_sharpness)(result.best_params, result.best_state)
+    phi = np.asarray(result_sharpness.value, np.float64)
+  for member, value in zip(members, phi):
+    member["sharpness"] = float(value)
+  test_loss = np.array([m["test_loss"] for m in members])
+  y_val, y_test = splits.val.y, splits.test.y
+  comparison = {}
+  for weight in config.penalty_weights:
+    chosen = select.greedy(val_probs, y_val, loss="log_loss", max_iter=config.max_iter,
+                           penalty=phi, penalty_weight=weight)
+    final = np.asarray(chosen.final_weights)
+    val_loss, val_acc = _metrics(np.einsum("m,mnc->nc", final, val_probs), y_val)
+    test_loss_w, test_acc = _metrics(np.einsum("m,mnc->nc", final, test_probs), y_test)
+    comparison[str(weight)] = {
+        "weights": final, "mean_sharpness": float(final @ phi), "val_loss": float(val_loss),
+        "val_accuracy": float(val_acc), "test_loss": float(test_loss_w),
+        "test_accuracy": float(test_acc)}
+  return {
+      "epsilon": config.sharpness_epsilon, "steps": config.sharpness_steps,
+      "solver": result_sharpness.solver, "passes_per_member": result_sharpness.n_passes,
+      "seconds_all_members": timer.seconds,
+      "per_member": phi,
+      "pearson_with_test_loss": _pearson(phi, test_loss),
+      "spearman_with_test_loss": _pearson(_ranks(phi), _ranks(test_loss)),
+      "pearson_with_greedy_weight": _pearson(phi, greedy_weights),
+      "selection_by_penalty_weight": comparison,
+  }
+
+
+def _eval_loss(model_cfg, state, params, x, y):
+  """Mean training log-loss in evaluation mode (BN population statistics)."""
+  return losses.log_loss_from_logits(nn.mlp_apply(model_cfg, params, state, x, train=False)[0], y)
+
+
+def _pearson(a, b):
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  if a.std() == 0 or b.std() == 0:
+    return float("nan")
+  return float(np.corrcoef(a, b)[0, 1])
+
+
+def _ranks(values):
+  return np.argsort(np.argsort(values)).astype(np.float64)
 
 
 def _metrics(probs, labels):
@@ -221,6 +289,19 @@ def print_summary(summary):
                for name, row in summary["ensembles"].items()]
   print()
   print(_cli.markdown_table(("ensemble", "val loss", "val acc", "test loss", "test acc"), ensembles))
+  study = summary["sharpness"]
+  print(f"\nKeskar sharpness (eps {study['epsilon']}, {study['steps']} {study['solver']} steps, "
+        f"{study['passes_per_member']} passes per member, {study['seconds_all_members']:.1f} s for "
+        f"all members): " + ", ".join(f"M{m['member']} {m['sharpness']:.3f}"
+                                      for m in summary["members"]))
+  print(f"correlation of sharpness with test loss: Pearson {study['pearson_with_test_loss']:.2f}, "
+        f"Spearman {study['spearman_with_test_loss']:.2f}; with the greedy log-loss weight: "
+        f"Pearson {study['pearson_with_greedy_weight']:.2f}")
+  rows = [(weight, f"{row['mean_sharpness']:.3f}", f"{row['val_loss']:.4f}",
+           f"{row['val_accuracy']:.4f}", f"{row['test_loss']:.4f}", f"{row['test_accuracy']:.4f}")
+          for weight, row in study["selection_by_penalty_weight"].items()]
+  print(_cli.markdown_table(("lambda (0 = plain greedy)", "weighted sharpness", "val loss",
+                             "val acc", "test loss", "test acc"), rows))
   print(f"\nbest single test accuracy {summary['best_single_test_accuracy']:.4f}; "
         f"mean {summary['mean_test_accuracy']:.4f}; train() took "
         f"{summary['train_seconds_including_compile']:.1f} s including compilation "
