@@ -1,0 +1,17 @@
+"""jaxens: vectorised ensemble studies in JAX.
+
+Modules: ``data`` (MNIST), ``nn`` (pure-function MLPs), ``losses`` (shared metrics), ``optim``
+(six optimizers from their equations), ``ensemble`` (vmap x scan training), ``select`` (greedy
+ensemble selection), ``sharpness`` and ``landscape`` (loss-surface measures).
+"""
+
+from jaxens import data
+from jaxens import ensemble
+from jaxens import landscape
+from jaxens import losses
+from jaxens import nn
+from jaxens import optim
+from jaxens import select
+from jaxens import sharpness
+
+__version__ = "0.1.0"

@@ -32,6 +32,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxens import losses
 from jaxens import nn
+from jaxens import optim
 
 DATA_ORDERS = ("shared", "independent", "bootstrap")
 KEEP = ("best_val_loss", "last")
@@ -128,7 +129,6 @@ def resolve_optimizer(optimizer):
   """A factory ``f(**kwargs) -> GradientTransformation`` from a name or a callable."""
   if callable(optimizer):
     return optimizer
-  from jaxens import optim  # pylint: disable=import-outside-toplevel  (avoids an import cycle)
   names = optim.OPTIMIZERS
   if optimizer not in names:
     raise ValueError(f"optimizer: expected one of {names} or a callable, got {optimizer!r}")
