@@ -1,0 +1,1 @@
+"""Benchmarks: scripts that time competing implementations side by side in one run."""

@@ -19,6 +19,7 @@ import dataclasses
 import os
 import time
 
+import experiments  # noqa: F401  One XLA host device per core; must precede the JAX import.
 import jax
 import jax.numpy as jnp
 import numpy as np
