@@ -1,0 +1,59 @@
+"""Six optimizers written from their equations, as optax gradient transformations.
+
+Momentum, Nesterov, RMSProp, Adam, AdaGrad and AdaDelta: each a ``scale_by_*``
+building block with a NamedTuple state, and an alias that chains the learning rate
+(a float, a schedule, or one traced value per ensemble member under ``jax.vmap``).
+Plus the legacy Keras ``decay`` schedule and annealed gradient noise.
+"""
+
+from jaxens.optim._alias import adadelta
+from jaxens.optim._alias import adagrad
+from jaxens.optim._alias import adam
+from jaxens.optim._alias import momentum
+from jaxens.optim._alias import nesterov
+from jaxens.optim._alias import rmsprop
+from jaxens.optim._schedules import inverse_time_decay
+from jaxens.optim._transforms import AddGradientNoiseState
+from jaxens.optim._transforms import ScaleByAdadeltaState
+from jaxens.optim._transforms import ScaleByAdagradState
+from jaxens.optim._transforms import ScaleByAdamState
+from jaxens.optim._transforms import ScaleByLearningRateState
+from jaxens.optim._transforms import ScaleByMomentumState
+from jaxens.optim._transforms import ScaleByRmspropState
+from jaxens.optim._transforms import add_gradient_noise
+from jaxens.optim._transforms import scale_by_adadelta
+from jaxens.optim._transforms import scale_by_adagrad
+from jaxens.optim._transforms import scale_by_adam
+from jaxens.optim._transforms import scale_by_learning_rate
+from jaxens.optim._transforms import scale_by_momentum
+from jaxens.optim._transforms import scale_by_nesterov
+from jaxens.optim._transforms import scale_by_rmsprop
+
+#: The optimizers that ``jaxens.ensemble.TrainConfig(optimizer=<name>)`` accepts by name.
+OPTIMIZERS = ("momentum", "nesterov", "rmsprop", "adam", "adagrad", "adadelta")
+
+__all__ = (
+    "OPTIMIZERS",
+    "AddGradientNoiseState",
+    "ScaleByAdadeltaState",
+    "ScaleByAdagradState",
+    "ScaleByAdamState",
+    "ScaleByLearningRateState",
+    "ScaleByMomentumState",
+    "ScaleByRmspropState",
+    "adadelta",
+    "adagrad",
+    "adam",
+    "add_gradient_noise",
+    "inverse_time_decay",
+    "momentum",
+    "nesterov",
+    "rmsprop",
+    "scale_by_adadelta",
+    "scale_by_adagrad",
+    "scale_by_adam",
+    "scale_by_learning_rate",
+    "scale_by_momentum",
+    "scale_by_nesterov",
+    "scale_by_rmsprop",
+)
