@@ -58,7 +58,7 @@ def torch_workflow(splits, n_members, epochs, batch_size=32):
   x_val, y_val = torch.from_numpy(splits.val.x), torch.from_numpy(splits.val.y).long()
   loader = torch.utils.data.DataLoader(
       torch.utils.data.TensorDataset(x_train, y_train), batch_size=batch_size, shuffle=True)
-  accuracies = []
+  accuracies, best_states = [], []
   for member in range(n_members):
     torch.manual_seed(member)
     sizes = MODEL.sizes
@@ -83,6 +83,7 @@ def torch_workflow(splits, n_members, epochs, batch_size=32):
         best_loss, best_state = val_loss, copy.deepcopy(model.state_dict())
         best_accuracy = float((logits.argmax(1) == y_val).float().mean())
     accuracies.append(best_accuracy)
+    best_states.append(best_state)
   return accuracies
 
 

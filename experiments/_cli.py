@@ -11,6 +11,7 @@ import ast
 import dataclasses
 import json
 import os
+import sys
 import time
 
 
@@ -81,3 +82,13 @@ class Stopwatch:
 
   def __exit__(self, *exc):
     self.seconds = time.perf_counter() - self._start
+
+
+def main(default_config, run, print_summary, *, default_workdir, argv=None):
+  """The body of every experiment's ``main``: parse flags, run, print the table and timing."""
+  config, workdir = parse_args(default_config, argv, default_workdir=default_workdir)
+  with Stopwatch() as wall:
+    summary = run(config, workdir)
+  print_summary(summary)
+  print(f"wall time {wall.seconds:.1f} s; artefacts in {workdir}", file=sys.stderr)
+  return summary

@@ -20,8 +20,6 @@ evaluated on the test set.
 import dataclasses
 import functools
 import os
-import sys
-import time
 
 import matplotlib
 
@@ -309,11 +307,7 @@ def print_summary(summary):
 
 
 def main(argv=None):
-  config, workdir = _cli.parse_args(Config(), argv, default_workdir="runs/ensemble_mnist")
-  start = time.perf_counter()
-  summary = run(config, workdir)
-  print_summary(summary)
-  print(f"wall time {time.perf_counter() - start:.1f} s; artefacts in {workdir}", file=sys.stderr)
+  _cli.main(Config(), run, print_summary, default_workdir="runs/ensemble_mnist", argv=argv)
 
 
 if __name__ == "__main__":

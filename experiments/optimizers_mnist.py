@@ -368,11 +368,7 @@ def print_summary(summary):
 
 
 def main(argv=None):
-  config, workdir = _cli.parse_args(Config(), argv, default_workdir="runs/optimizers_mnist")
-  start = time.perf_counter()
-  summary = run(config, workdir)
-  print_summary(summary)
-  print(f"wall time {time.perf_counter() - start:.1f} s; artefacts in {workdir}", file=sys.stderr)
+  _cli.main(Config(), run, print_summary, default_workdir="runs/optimizers_mnist", argv=argv)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ import dataclasses
 import functools
 import hashlib
 import json
-import math
 import os
 import sys
 from typing import Any, Callable, Mapping, NamedTuple, Optional, Union
