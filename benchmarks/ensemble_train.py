@@ -50,10 +50,10 @@ def flops_per_step(model, batch_size):
   return 3 * 2 * batch_size * weights
 
 
-def torch_workflow(splits, n_members, epochs, batch_size=32):
+def torch_workflow(splits, n_members, epochs, threads, batch_size=32):
   """The published loop: one member after another, best validation-loss state kept."""
   import torch  # The `ref` extra.
-  torch.set_num_threads(os.cpu_count())
+  torch.set_num_threads(threads)
   x_train, y_train = torch.from_numpy(splits.train.x), torch.from_numpy(splits.train.y).long()
   x_val, y_val = torch.from_numpy(splits.val.x), torch.from_numpy(splits.val.y).long()
   loader = torch.utils.data.DataLoader(
@@ -110,6 +110,9 @@ def main():
   parser.add_argument("--scaling", default="1,10,100", help="ensemble sizes, 1 epoch each")
   parser.add_argument("--data-order", default="independent", choices=ensemble.DATA_ORDERS)
   parser.add_argument("--skip-torch", action="store_true")
+  parser.add_argument("--torch-threads", type=int, default=1,
+                      help="batch-32 steps are too small to gain from more; on a busy machine "
+                           "more threads thrash")
   args = parser.parse_args()
 
   splits = data_lib.load_mnist()
@@ -125,7 +128,9 @@ def main():
 
   rows = []
   if not args.skip_torch:
-    seconds, accuracies = timed(lambda: torch_workflow(splits, args.members, args.epochs))
+    seconds, accuracies = timed(
+        lambda: torch_workflow(splits, args.members, args.epochs, args.torch_threads))
+    print(f"PyTorch workflow ({args.torch_threads} thread(s)): {seconds:.1f} s", flush=True)
     rows.append(("PyTorch, one member after another", seconds, seconds, np.mean(accuracies)))
   for name, fn in (("jaxens, one member at a time", jaxens_one_at_a_time),
                    ("jaxens, all members vmapped", jaxens_vmapped)):
