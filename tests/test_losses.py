@@ -1,0 +1,52 @@
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxens import losses
+
+PROBS = jnp.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8], [0.5, 0.5, 0.0]])
+LABELS = jnp.array([0, 1, 2])
+
+
+def test_log_loss_from_probabilities_by_hand():
+  # -(log 0.7 + log 0.1 + log 1e-8) / 3, the last clipped at 1e-8.
+  expected = -(np.log(0.7) + np.log(0.1) + np.log(1e-8)) / 3
+  np.testing.assert_allclose(losses.log_loss(PROBS, LABELS), expected, rtol=1e-6)
+
+
+def test_log_loss_clips_without_renormalising():
+  probs = jnp.array([[1.0, 0.0]])
+  # In float32 the upper bound 1 - 1e-8 rounds to 1, so a certain, right answer costs 0.
+  assert 0.0 <= float(losses.log_loss(probs, jnp.array([0]))) <= 1e-7
+  np.testing.assert_allclose(losses.log_loss(probs, jnp.array([1]), eps=1e-4), -np.log(1e-4),
+                             rtol=1e-6)
+
+
+def test_log_loss_from_logits_by_hand():
+  logits = jnp.array([[2.0, 0.0, -1.0], [0.0, 0.0, 0.0]])
+  log_z = np.log(np.exp(2.0) + 1.0 + np.exp(-1.0))
+  expected = ((log_z - 2.0) + np.log(3.0)) / 2
+  np.testing.assert_allclose(losses.log_loss_from_logits(logits, jnp.array([0, 2])), expected,
+                             rtol=1e-6)
+
+
+def test_accuracy_by_hand_with_ties_to_the_lowest_class():
+  # Row 2 ties between classes 0 and 1: argmax gives 0, which is wrong for label 2.
+  np.testing.assert_allclose(losses.accuracy(PROBS, LABELS), 1 / 3, rtol=1e-6)
+  np.testing.assert_allclose(losses.accuracy(PROBS, jnp.array([0, 2, 0])), 1.0)
+
+
+def test_mse_and_brier_by_hand():
+  np.testing.assert_allclose(losses.mse(jnp.array([1.0, 2.0, 4.0]), jnp.array([1.0, 0.0, 1.0])),
+                             (0 + 4 + 9) / 3, rtol=1e-6)
+  # (0.09 + 0.04 + 0.01 + 0.01 + 0.81 + 0.64 + 0.25 + 0.25 + 1.0) / 3
+  np.testing.assert_allclose(losses.brier(PROBS, LABELS), 3.1 / 3, rtol=1e-6)
+
+
+@pytest.mark.parametrize("metric", [losses.log_loss, losses.accuracy, losses.brier])
+def test_leading_axes_broadcast_against_the_labels(metric):
+  stacked = jnp.stack([PROBS, PROBS[::-1]])
+  got = metric(stacked, LABELS)
+  assert got.shape == (2,)
+  np.testing.assert_allclose(got[0], metric(PROBS, LABELS), rtol=1e-6)
+  np.testing.assert_allclose(got[1], metric(PROBS[::-1], LABELS), rtol=1e-6)
