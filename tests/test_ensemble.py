@@ -236,3 +236,38 @@ def test_bad_input_names_the_argument(kwargs, data_kwargs, argument):
 def test_members_argument_is_validated():
   with pytest.raises(ValueError, match="members"):
     ensemble.train(_config(), _splits(), members=[4], progress=False)
+
+
+def test_progress_bar_reports_mean_and_worst_member_loss(monkeypatch):
+  bars = []
+
+  class RecordingBar:
+    """Stands in for tqdm on a terminal, recording what the jitted loop reports."""
+
+    def __init__(self, total, **kwargs):
+      self.total, self.disable, self.steps, self.postfixes = total, False, 0, []
+      bars.append(self)
+
+    def reset(self):
+      self.steps = 0
+
+    def set_description(self, text):
+      self.description = text
+
+    def update(self, n):
+      self.steps += n
+
+    def set_postfix(self, **values):
+      self.postfixes.append(values)
+
+    def close(self):
+      pass
+
+  monkeypatch.setattr(ensemble.tqdm, "tqdm", RecordingBar)
+  result = ensemble.train(_config(epochs=2), _splits(), progress=True)
+  (bar,) = bars
+  assert bar.total == 256 // 16 and bar.steps == bar.total and bar.description == "epoch 2/2"
+  assert len(bar.postfixes) == 2 * bar.total
+  last = bar.postfixes[-1]
+  assert float(last["worst_loss"]) >= float(last["mean_loss"]) > 0
+  assert not result.diverged.any()
