@@ -186,8 +186,13 @@ def _make_optimizer(cfg, hparams):
 
 
 def _init_member(cfg, key, hparams):
+  """A member's training state before its first epoch."""
   params, state = nn.mlp_init(jax.random.fold_in(key, _INIT), cfg.model)
-  return params, state, _make_optimizer(cfg, hparams).init(params)
+  opt_state = _make_optimizer(cfg, hparams).init(params)
+  nan_history = jnp.full((cfg.epochs,), jnp.nan)
+  return _Carry(params, state, opt_state, best_params=params, best_state=state,
+                best_val_loss=jnp.inf, best_epoch=jnp.zeros((), jnp.int32), alive=jnp.array(True),
+                history={k: nan_history for k in HISTORY_KEYS})
 
 
 def _epoch_order(cfg, key, root_key, epoch, n_train, n_steps):
@@ -282,6 +287,7 @@ def _cached_per_config(make):
 
 @_cached_per_config
 def _init_fn(cfg):
+  # One program builds the whole carry: a handful of eager ops would each compile on their own.
   return jax.jit(jax.vmap(lambda key, hparams: _init_member(cfg, key, hparams)))
 
 
@@ -435,13 +441,7 @@ def train(cfg, data, *, workdir=None, resume=False, members=None, progress=True)
   root_key = jax.random.PRNGKey(cfg.seed)
   keys = _shard_members(jax.vmap(lambda i: member_key(cfg.seed, i))(jnp.asarray(members)), mesh)
   hparams = _shard_members(_member_hparams(cfg, members), mesh)
-  params, state, opt_state = _init_fn(cfg)(keys, hparams)
-  carry = _Carry(
-      params, state, opt_state, jax.tree.map(jnp.copy, params), jax.tree.map(jnp.copy, state),
-      best_val_loss=jnp.full((n_members,), jnp.inf), best_epoch=jnp.zeros((n_members,), jnp.int32),
-      alive=jnp.ones((n_members,), bool),
-      history={k: jnp.full((n_members, cfg.epochs), jnp.nan) for k in HISTORY_KEYS})
-  carry = _shard_members(carry, mesh)
+  carry = _shard_members(_init_fn(cfg)(keys, hparams), mesh)
 
   checkpoints = _Checkpoints(workdir, _config_fingerprint(cfg, members)) if workdir else None
   start_epoch = 0
