@@ -294,16 +294,9 @@ def _eval_loss(model_cfg, state, params, x, y):
 
 def _metrics(model_cfg, params, state, x, y):
   """Evaluation-mode ``(mean cross-entropy, accuracy)`` of one member, batch by batch."""
-  n = x.shape[0]
-  n_batches = -(-n // _EVAL_BATCH_SIZE)
-  padded = jnp.pad(x, ((0, n_batches * _EVAL_BATCH_SIZE - n), (0, 0)))
-  logits = jax.lax.map(
-      lambda xb: nn.mlp_apply(model_cfg, params, state, xb, train=False)[0],
-      padded.reshape(n_batches, _EVAL_BATCH_SIZE, -1)).reshape(-1, model_cfg.sizes[-1])[:n]
-  return losses.log_loss_from_logits(logits, y), losses.accuracy(logits, y)
+  return ensemble.evaluate(model_cfg, params, state, x, y, _EVAL_BATCH_SIZE)
 
 
-@functools.partial(jax.jit, static_argnums=0)
 def _ensemble_metrics(model_cfg, params, state, x, y):
   return jax.vmap(lambda p, s: _metrics(model_cfg, p, s, x, y))(params, state)
 

@@ -242,8 +242,9 @@ def _where_members(mask, new, old):
       lambda n, o: jnp.where(mask.reshape((-1,) + (1,) * (n.ndim - 1)), n, o), new, old)
 
 
-def _evaluate(model_cfg, params, state, x, y, batch_size):
-  """Eval-mode (mean log-loss, accuracy) of one member on (x, y), in bounded memory."""
+def evaluate(model_cfg, params, state, x, y, batch_size=1000):
+  """Eval-mode ``(mean log-loss, accuracy)`` of one member on ``(x, y)``, ``batch_size`` rows
+  at a time so memory stays bounded; ``jax.vmap`` it over stacked members."""
   logits = _logits_in_batches(model_cfg, params, state, x, batch_size)
   return losses.log_loss_from_logits(logits, y), losses.accuracy(logits, y)
 
@@ -332,7 +333,7 @@ def _make_epoch_fn(cfg, n_train, n_val, eval_batch_size, report_every):
     train_acc = jnp.mean(step_acc, axis=0)
     if n_val:
       val_loss, val_acc = jax.vmap(
-          lambda p, s: _evaluate(cfg.model, p, s, x_val, y_val, eval_batch_size))(params, state)
+          lambda p, s: evaluate(cfg.model, p, s, x_val, y_val, eval_batch_size))(params, state)
     else:
       val_loss = val_acc = jnp.full_like(train_loss, jnp.nan)
     alive = (finite & jax.vmap(_all_finite)((params, state, opt_state))
