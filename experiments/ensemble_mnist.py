@@ -121,7 +121,7 @@ def _sharpness_study(config, result, splits, members, val_probs, test_probs, gre
   model_cfg = config.train.model
 
   def member_sharpness(params, state):
-    return sharpness.keskar(functools.partial(_eval_loss, model_cfg, state), params,
+    return sharpness.keskar(functools.partial(ensemble.eval_loss, model_cfg, state), params,
                             (splits.train.x, splits.train.y), epsilon=config.sharpness_epsilon,
                             steps=config.sharpness_steps)
 
@@ -153,11 +153,6 @@ def _sharpness_study(config, result, splits, members, val_probs, test_probs, gre
       "pearson_with_greedy_weight": _pearson(phi, greedy_weights),
       "selection_by_penalty_weight": comparison,
   }
-
-
-def _eval_loss(model_cfg, state, params, x, y):
-  """Mean training log-loss in evaluation mode (BN population statistics)."""
-  return losses.log_loss_from_logits(nn.mlp_apply(model_cfg, params, state, x, train=False)[0], y)
 
 
 def _pearson(a, b):

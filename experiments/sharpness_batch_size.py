@@ -80,7 +80,6 @@ import numpy as np  # noqa: E402
 from experiments import _cli  # noqa: E402
 from jaxens import data as data_lib  # noqa: E402
 from jaxens import ensemble  # noqa: E402
-from jaxens import losses  # noqa: E402
 from jaxens import nn  # noqa: E402
 from jaxens import sharpness  # noqa: E402
 
@@ -287,11 +286,6 @@ def _reestimate(model_cfg, params, state, x, batch_size):
       params, state)
 
 
-def _eval_loss(model_cfg, state, params, x, y):
-  """Mean cross-entropy on a chunk, BN with the population statistics ``state``."""
-  return losses.log_loss_from_logits(nn.mlp_apply(model_cfg, params, state, x, train=False)[0], y)
-
-
 def _metrics(model_cfg, params, state, x, y):
   """Evaluation-mode ``(mean cross-entropy, accuracy)`` of one member, batch by batch."""
   return ensemble.evaluate(model_cfg, params, state, x, y, _EVAL_BATCH_SIZE)
@@ -306,7 +300,7 @@ def _ensemble_sharpness(model_cfg, params, state, x, y, epsilon, key, *, subspac
                         chunk_size):
   """``keskar`` of every member; one compiled program serves both regimes and all epsilons."""
   def member(p, s):
-    return sharpness.keskar(functools.partial(_eval_loss, model_cfg, s), p, (x, y),
+    return sharpness.keskar(functools.partial(ensemble.eval_loss, model_cfg, s), p, (x, y),
                             epsilon=epsilon, subspace_dim=subspace_dim, steps=steps,
                             chunk_size=chunk_size, key=key)
   return jax.vmap(member)(params, state)
@@ -373,11 +367,12 @@ def _time_full_space(config, params, state, data):
   """
   def one_pass(p, s, x, y):
     # mean_loss averages whatever pytree the chunk function returns, here (value, gradient).
-    chunk_value_and_grad = jax.value_and_grad(functools.partial(_eval_loss, config.model, s))
+    chunk_value_and_grad = jax.value_and_grad(
+        functools.partial(ensemble.eval_loss, config.model, s))
     return sharpness.mean_loss(chunk_value_and_grad, p, (x, y), chunk_size=config.chunk_size)
 
   def full_space(p, s, x, y):
-    return sharpness.keskar(functools.partial(_eval_loss, config.model, s), p, (x, y),
+    return sharpness.keskar(functools.partial(ensemble.eval_loss, config.model, s), p, (x, y),
                             epsilon=config.epsilons[0], steps=config.sharpness_steps,
                             chunk_size=config.chunk_size)
 

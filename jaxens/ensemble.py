@@ -215,7 +215,9 @@ def _train_step(cfg, member_state, batch, step):
   minibatch loss and accuracy."""
   params, state, opt_state, key, hparams = member_state
   x, y = batch
-  rng = jax.random.fold_in(jax.random.fold_in(key, _DROPOUT), step) if cfg.model.stochastic else None
+  rng = None
+  if cfg.model.stochastic:
+    rng = jax.random.fold_in(jax.random.fold_in(key, _DROPOUT), step)
 
   def loss_fn(p):
     logits, new_state = nn.mlp_apply(cfg.model, p, state, x, train=True, rng=rng)
@@ -240,6 +242,16 @@ def _where_members(mask, new, old):
   """``new`` for the members where ``mask`` (E,) is True, else ``old``, leaf by leaf."""
   return jax.tree.map(
       lambda n, o: jnp.where(mask.reshape((-1,) + (1,) * (n.ndim - 1)), n, o), new, old)
+
+
+def eval_loss(model_cfg, state, params, x, y):
+  """Mean log-loss of one member on ``(x, y)`` in evaluation mode (BN population statistics).
+
+  ``state`` comes before ``params`` so that ``functools.partial(eval_loss, model_cfg, state)``
+  is the ``loss_fn(params, x, y)`` that ``jaxens.sharpness`` perturbs.
+  """
+  return losses.log_loss_from_logits(
+      nn.mlp_apply(model_cfg, params, state, x, train=False)[0], y)
 
 
 def evaluate(model_cfg, params, state, x, y, batch_size=1000):

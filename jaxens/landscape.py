@@ -24,6 +24,8 @@ import jax.numpy as jnp
 import optax
 from jax.flatten_util import ravel_pytree
 
+from jaxens import _validation
+
 
 class AlongGradient(NamedTuple):
   """Landscape along ``w - eta g``, ``g = grad L(w)``, for a grid of step sizes ``eta``.
@@ -82,7 +84,7 @@ def along_gradient(loss_fn, params, batch, etas):
   Returns:
     An :class:`AlongGradient`.
   """
-  _check_batch(batch)
+  _validation.check_examples(batch, "batch")
   if jnp.ndim(etas) != 1 or jnp.shape(etas)[0] < 1:
     raise ValueError(f"etas: expected a non-empty 1-D array, got shape {jnp.shape(etas)}")
   if not isinstance(etas, jax.core.Tracer) and not bool(jnp.all(jnp.asarray(etas) > 0)):
@@ -142,7 +144,7 @@ def ics(loss_fn, params, batch, layer_keys, *, lr=None, update_fn=None):
   Returns:
     An :class:`ICS`.
   """
-  _check_batch(batch)
+  _validation.check_examples(batch, "batch")
   if not isinstance(params, Mapping):
     raise ValueError(f"params: expected a mapping from layer names, got {type(params).__name__}")
   groups = tuple(tuple(k) if isinstance(k, (tuple, list)) else (k,) for k in layer_keys)
@@ -186,13 +188,3 @@ def _ics(loss_fn, params, batch, update_args, *, groups, update_fn):
     distances.append(jnp.linalg.norm(before - after))
     cosines.append(jnp.vdot(before, after) / (jnp.linalg.norm(before) * jnp.linalg.norm(after)))
   return ICS(distance=jnp.stack(distances), cosine=jnp.stack(cosines))
-
-
-def _check_batch(batch):
-  if not isinstance(batch, (tuple, list)) or len(batch) != 2:
-    raise ValueError(f"batch: expected a pair (x, y), got {type(batch).__name__}")
-  x, y = batch
-  if jnp.ndim(x) < 1 or jnp.ndim(y) < 1 or jnp.shape(x)[0] != jnp.shape(y)[0]:
-    raise ValueError(
-        "batch: expected x and y with the same leading number of examples, got shapes "
-        f"{jnp.shape(x)} and {jnp.shape(y)}")

@@ -31,6 +31,8 @@ import jax.numpy as jnp
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
+from jaxens import _validation
+
 #: Examples per chunk when ``f`` is evaluated over the whole data set.
 DEFAULT_CHUNK_SIZE = 4096
 #: The box-constrained solvers :func:`keskar` knows.
@@ -82,7 +84,7 @@ def mean_loss(loss_fn, params, data, *, chunk_size=DEFAULT_CHUNK_SIZE):
     data: ``(x, y)`` with a common leading axis of ``N`` examples.
     chunk_size: examples per chunk.
   """
-  _check_data(data)
+  _validation.check_examples(data, "data")
   _check_int("chunk_size", chunk_size, 1)
   return _chunked_mean(lambda x, y: loss_fn(params, x, y), data, chunk_size)
 
@@ -147,7 +149,7 @@ def keskar(loss_fn, params, data, *, epsilon=1e-3, subspace_dim=None, steps=10,
     ('frank_wolfe', 11)
   """
   num_params = _check_params(params)
-  _check_data(data)
+  _validation.check_examples(data, "data")
   _check_positive("epsilon", epsilon)
   _check_int("steps", steps, 1)
   _check_int("chunk_size", chunk_size, 1)
@@ -304,7 +306,7 @@ def hessian_top_eig(loss_fn, params, data, *, key, iters=100, chunk_size=DEFAULT
     The eigenvalue estimate, a scalar.
   """
   _check_params(params)
-  _check_data(data)
+  _validation.check_examples(data, "data")
   _check_int("iters", iters, 1)
   _check_int("chunk_size", chunk_size, 1)
   if key is None:
@@ -369,18 +371,6 @@ def _check_params(params):
   if not leaves or not all(jnp.issubdtype(leaf.dtype, jnp.floating) for leaf in leaves):
     raise ValueError("params: expected a non-empty pytree of floating-point arrays")
   return sum(leaf.size for leaf in leaves)
-
-
-def _check_data(data):
-  if not isinstance(data, (tuple, list)) or len(data) != 2:
-    raise ValueError(f"data: expected a pair (x, y), got {type(data).__name__}")
-  x, y = data
-  if jnp.ndim(x) < 1 or jnp.ndim(y) < 1 or jnp.shape(x)[0] != jnp.shape(y)[0]:
-    raise ValueError(
-        "data: expected x and y with the same leading number of examples, got shapes "
-        f"{jnp.shape(x)} and {jnp.shape(y)}")
-  if jnp.shape(x)[0] < 1:
-    raise ValueError("data: expected at least one example")
 
 
 def _check_int(name, value, minimum):
