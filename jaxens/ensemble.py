@@ -306,10 +306,6 @@ def _init_fn(cfg):
 
 @_cached_per_config
 def _epoch_fn(cfg, n_train, n_val, eval_batch_size, report_every):
-  return _make_epoch_fn(cfg, n_train, n_val, eval_batch_size, report_every)
-
-
-def _make_epoch_fn(cfg, n_train, n_val, eval_batch_size, report_every):
   """The jitted program that trains every member for one epoch and evaluates it.
 
   Every ``report_every`` steps (if not None) it sends the members' losses to the active
