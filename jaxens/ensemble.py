@@ -177,7 +177,7 @@ def _validate(cfg, data, members):
 
 
 def _member_hparams(cfg, members):
-  return {name: jnp.asarray(np.asarray(values)[members], jnp.float32)
+  return {name: np.asarray(values, np.float32)[members]
           for name, values in (cfg.overrides or {}).items()}
 
 
@@ -314,9 +314,15 @@ def _compiler_options():
 
 @_cached_per_config
 def _init_fn(cfg):
-  # One program builds the whole carry: a handful of eager ops would each compile on their own.
-  return jax.jit(jax.vmap(lambda key, hparams: _init_member(cfg, key, hparams)),
-                 compiler_options=_compiler_options())
+  """The jitted ``(root_key, members, hparams) -> (keys, carry)`` of the whole ensemble.
+
+  One program derives the member keys and builds the carry: as eager ops each would compile
+  on its own.
+  """
+  def init(root_key, members, hparams):
+    keys = jax.vmap(lambda i: jax.random.fold_in(root_key, i))(members)
+    return keys, jax.vmap(lambda key, h: _init_member(cfg, key, h))(keys, hparams)
+  return jax.jit(init, compiler_options=_compiler_options())
 
 
 @_cached_per_config
@@ -456,17 +462,18 @@ def train(cfg, data, *, workdir=None, resume=False, members=None, progress=True)
   _validate(cfg, data, members)
   if resume and workdir is None:
     raise ValueError("resume: needs a workdir to resume from")
-  members = np.arange(cfg.n_members) if members is None else np.asarray(members, np.int32)
+  members = (np.arange(cfg.n_members, dtype=np.int32) if members is None
+             else np.asarray(members, np.int32))
   n_members = len(members)
   mesh = _members_mesh(n_members)
-  x_train, y_train = (_replicate(jnp.asarray(a), mesh) for a in data.train)
-  x_val, y_val = (_replicate(jnp.asarray(a), mesh) for a in data.val)
+  x_train, y_train = _replicate(tuple(data.train), mesh)
+  x_val, y_val = _replicate(tuple(data.val), mesh)
   n_train, n_val = x_train.shape[0], x_val.shape[0]
 
   root_key = jax.random.PRNGKey(cfg.seed)
-  keys = _shard_members(jax.vmap(lambda i: member_key(cfg.seed, i))(jnp.asarray(members)), mesh)
   hparams = _shard_members(_member_hparams(cfg, members), mesh)
-  carry = _shard_members(_init_fn(cfg)(keys, hparams), mesh)
+  keys, carry = _shard_members(
+      _init_fn(cfg)(root_key, _shard_members(members, mesh), hparams), mesh)
 
   checkpoints = _Checkpoints(workdir, _config_fingerprint(cfg, members)) if workdir else None
   start_epoch = 0

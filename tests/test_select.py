@@ -125,6 +125,45 @@ def test_custom_loss_equals_named_loss():
   np.testing.assert_allclose(custom.loss, named.loss, rtol=1e-6)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_error_rate_equals_one_minus_argmax_accuracy_with_ties(seed):
+  # Sums on a coarse grid tie often, so the lowest-class rule is exercised in both directions.
+  rng = np.random.default_rng(seed)
+  n_models, n_samples, n_classes = 6, 200, 5
+  sums = rng.integers(0, 3, (n_models, n_samples, n_classes)).astype(np.float32) / 2
+  y = rng.integers(0, n_classes, n_samples)
+  true_class = np.take_along_axis(sums, y[None, :, None], axis=2)
+  rows = np.swapaxes(np.concatenate([sums, true_class], axis=2), 1, 2)
+  np.testing.assert_array_equal(select._error_rate(jnp.asarray(rows), jnp.asarray(y)),
+                                1.0 - losses.accuracy(jnp.asarray(sums), jnp.asarray(y)))
+
+
+@pytest.mark.parametrize("n_samples", [1, 3, 8, 37])
+@pytest.mark.parametrize("size", [1, 3])
+@pytest.mark.parametrize("dtype, rtol", [(np.float32, 1e-6), (np.float64, 1e-12)])
+def test_grouped_log_loss_equals_the_direct_formula(n_samples, size, dtype, rtol):
+  # Models 0 and 1 put candidate means at 0 and 1, the clip bounds; with size 1 every factor
+  # of model 0 is 1e-8, a group's product 1e-32. 1, 3 and 37 samples leave rows outside the
+  # groups of 4.
+  rng = np.random.default_rng(n_samples)
+  pool = rng.uniform(size=(5, n_samples)).astype(dtype)
+  pool[0], pool[1] = 0.0, 1.0
+  running_sum = (size - 1) * rng.integers(0, 2, size=n_samples).astype(dtype)
+  with jax.enable_x64(dtype == np.float64):
+    expected = losses.log_loss_true_class((running_sum[None] + pool) / size)
+    got = select._grouped_log_loss(jnp.asarray(pool.T), jnp.asarray(running_sum),
+                                   jnp.asarray(size, dtype), jnp.asarray(losses.PROB_CLIP, dtype))
+    # Rounding a product of factors near 1 is an absolute error of its log, hence atol.
+    np.testing.assert_allclose(got, expected, rtol=rtol, atol=4 * np.finfo(dtype).eps)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16, jnp.float32, jnp.float64])
+def test_log_group_products_stay_normal_numbers(dtype):
+  group = select._log_group(dtype)
+  assert group == 1 or losses.PROB_CLIP ** group >= jnp.finfo(dtype).tiny
+  assert group == (1 if dtype == jnp.float16 else 4)
+
+
 def test_nan_scores_never_win():
   preds, y = random_pool(7, n_models=5, regression=True)
   preds[2] += 1000.0  # every ensemble holding model 2 scores NaN below
