@@ -1,5 +1,6 @@
 import dataclasses
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -76,6 +77,16 @@ def test_same_config_and_seed_give_the_same_result():
   splits = _splits()
   assert _max_diff(ensemble.train(cfg, splits, progress=False).params,
                    ensemble.train(cfg, splits, progress=False).params) == 0.0
+
+
+def test_every_epoch_reuses_one_compiled_program(caplog):
+  # The carry an epoch returns must have the types the first epoch received (a weakly typed
+  # initial best loss once made the second epoch compile the program again).
+  cfg = _config(epochs=3, seed=11, batch_size=13)  # A batch size no other test compiles.
+  with caplog.at_level(logging.WARNING), jax.log_compiles(True):
+    ensemble.train(cfg, _splits(), progress=False)
+  compiles = [r for r in caplog.records if "Compiling jit(epoch_fn)" in r.getMessage()]
+  assert len(compiles) == 1
 
 
 def test_per_member_learning_rates_match_separate_runs():
