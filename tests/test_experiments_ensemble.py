@@ -38,13 +38,8 @@ def _check_run(workdir, n_members):
   return summary
 
 
-def test_runs_offline_on_a_local_npz(tmp_path, capsys):
-  rng = np.random.default_rng(0)
-  images = rng.integers(0, 256, size=(900, 28, 28), dtype=np.uint8)
-  labels = (images[:, 14, :10].argmax(axis=1)).astype(np.uint8)  # Learnable from the pixels.
-  npz = tmp_path / "digits.npz"
-  np.savez(npz, x_train=images[:600], y_train=labels[:600], x_test=images[600:],
-           y_test=labels[600:])
+def test_runs_offline_on_a_local_npz(tmp_path, capsys, digits_npz):
+  npz = digits_npz(600, 300)
   workdir = tmp_path / "run"
   ensemble_mnist.main([f"--workdir={workdir}", "--config.data_source=npz",
                        f"--config.data_dir={npz}", "--config.train.n_members=3",

@@ -9,23 +9,12 @@ import pytest
 from experiments import optimizers_mnist
 
 
-@pytest.fixture
-def fake_mnist(tmp_path):
-  """A tiny MNIST-layout ``.npz`` (random images), so that the run needs no network."""
-  rng = np.random.default_rng(0)
-  path = tmp_path / "mnist.npz"
-  np.savez(path, x_train=rng.integers(0, 256, (96, 28, 28), dtype=np.uint8),
-           y_train=rng.integers(0, 10, 96).astype(np.uint8),
-           x_test=rng.integers(0, 256, (8, 28, 28), dtype=np.uint8),
-           y_test=rng.integers(0, 10, 8).astype(np.uint8))
-  return str(path)
-
-
 @pytest.mark.filterwarnings("ignore:MNIST from")  # the fake data fails the checksum, as it should
-def test_optimizers_mnist_tiny(fake_mnist, tmp_path, capsys):
+def test_optimizers_mnist_tiny(digits_npz, tmp_path, capsys):
+  npz = digits_npz(96, 8)
   workdir = str(tmp_path / "run")
   optimizers_mnist.main([
-      f"--workdir={workdir}", "--config.data_source=npz", f"--config.data_dir={fake_mnist}",
+      f"--workdir={workdir}", "--config.data_source=npz", f"--config.data_dir={npz}",
       "--config.model.sizes=(784, 16, 10)", "--config.optimizers=('adam', 'momentum')",
       "--config.batch_size=8", "--config.eval_every=4"])
   assert "| adam |" in capsys.readouterr().out

@@ -14,13 +14,8 @@ STEPS = 3
 
 
 @pytest.mark.filterwarnings("ignore:MNIST from the files")
-def test_tiny_run_writes_consistent_artefacts(tmp_path, capsys):
-  rng = np.random.default_rng(0)
-  images = rng.integers(0, 256, size=(600, 28, 28), dtype=np.uint8)
-  labels = (images[:, 14, :10].argmax(axis=1)).astype(np.uint8)  # Learnable from the pixels.
-  npz = tmp_path / "digits.npz"
-  np.savez(npz, x_train=images[:400], y_train=labels[:400], x_test=images[400:],
-           y_test=labels[400:])
+def test_tiny_run_writes_consistent_artefacts(tmp_path, capsys, digits_npz):
+  npz = digits_npz(400, 200)
   workdir = tmp_path / "run"
   # 400 = 3 x 128 + 16: every chunked pass over the training set ends on a short chunk.
   argv = [f"--workdir={workdir}", "--config.data_source=npz", f"--config.data_dir={npz}",

@@ -68,19 +68,7 @@ def scale_by_momentum(mu=0.9):
     Sutskever et al., `On the importance of initialization and momentum in deep
     learning <https://proceedings.mlr.press/v28/sutskever13.html>`_, 2013.
   """
-  _checks.check_decay("mu", mu)
-
-  def init_fn(params):
-    return ScaleByMomentumState(trace=optax.tree.zeros_like(params))
-
-  def update_fn(updates, state, params=None):
-    del params
-    trace = jax.tree.map(
-        lambda u, m: (u + mu * m).astype(m.dtype), updates, state.trace)
-    updates = jax.tree.map(lambda m, u: m.astype(u.dtype), trace, updates)
-    return updates, ScaleByMomentumState(trace=trace)
-
-  return optax.GradientTransformation(init_fn, update_fn)
+  return _scale_by_trace(mu, nesterov=False)
 
 
 def scale_by_nesterov(mu=0.9):
@@ -121,6 +109,12 @@ def scale_by_nesterov(mu=0.9):
     Sutskever et al., `On the importance of initialization and momentum in deep
     learning <https://proceedings.mlr.press/v28/sutskever13.html>`_, 2013.
   """
+  return _scale_by_trace(mu, nesterov=True)
+
+
+def _scale_by_trace(mu, nesterov):
+  """The buffer :math:`m_t = \mu m_{t-1} + u_t` shared by momentum and Nesterov, which emit
+  :math:`m_t` and :math:`u_t + \mu m_t` respectively."""
   _checks.check_decay("mu", mu)
 
   def init_fn(params):
@@ -130,7 +124,10 @@ def scale_by_nesterov(mu=0.9):
     del params
     trace = jax.tree.map(
         lambda u, m: (u + mu * m).astype(m.dtype), updates, state.trace)
-    updates = jax.tree.map(lambda u, m: (u + mu * m).astype(u.dtype), updates, trace)
+    if nesterov:
+      updates = jax.tree.map(lambda u, m: (u + mu * m).astype(u.dtype), updates, trace)
+    else:
+      updates = jax.tree.map(lambda m, u: m.astype(u.dtype), trace, updates)
     return updates, ScaleByMomentumState(trace=trace)
 
   return optax.GradientTransformation(init_fn, update_fn)
