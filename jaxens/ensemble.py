@@ -249,7 +249,10 @@ def eval_loss(model_cfg, state, params, x, y):
   """Mean log-loss of one member on ``(x, y)`` in evaluation mode (BN population statistics).
 
   ``state`` comes before ``params`` so that ``functools.partial(eval_loss, model_cfg, state)``
-  is the ``loss_fn(params, x, y)`` that ``jaxens.sharpness`` perturbs.
+  is the ``loss_fn(params, x, y)`` that ``jaxens.sharpness`` perturbs. ``loss_fn`` is a
+  static argument there: build the partial inside your own jitted (e.g. vmapped over members)
+  function, as the experiments do, or reuse one partial; a new partial per eager call compiles
+  anew.
   """
   return losses.log_loss_from_logits(
       nn.mlp_apply(model_cfg, params, state, x, train=False)[0], y)
@@ -279,7 +282,7 @@ def _program_key(cfg):
   compiled afresh on every call.
   """
   key = (dataclasses.replace(cfg, seed=0, n_members=1, optimizer_kwargs=(), overrides=None),
-         tuple(sorted(cfg.optimizer_kwargs.items())), tuple(sorted(cfg.overrides or ())))
+         tuple(sorted(cfg.optimizer_kwargs.items())))
   try:
     hash(key)
   except TypeError:

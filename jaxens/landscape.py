@@ -99,7 +99,7 @@ def _along_gradient(loss_fn, params, batch, etas):
   grad_norm = optax.global_norm(grads)
 
   def at_step(eta):
-    stepped = jax.tree.map(lambda p, g: p - eta * g, params, grads)
+    stepped = _sgd(params, grads, eta)
     stepped_loss, stepped_grads = value_and_grad(stepped, *batch)
     distance = optax.global_norm(jax.tree.map(jnp.subtract, grads, stepped_grads))
     return stepped_loss, distance
@@ -180,11 +180,13 @@ def _ics(loss_fn, params, batch, update_args, *, groups, update_fn):
         shifted[k] = jax.tree.map(lambda s, p, j=j: jnp.where(j < i, s, p), stepped[k], params[k])
     return grad_fn(shifted, *batch)
 
-  shifted_grads = jax.vmap(grads_after_earlier_layers)(jnp.arange(len(groups)))
+  # Nothing precedes the first group, whose gradient after the update is ``grads`` itself.
+  shifted_grads = jax.vmap(grads_after_earlier_layers)(jnp.arange(1, len(groups)))
   distances, cosines = [], []
   for i, group in enumerate(groups):
     before, _ = ravel_pytree([grads[k] for k in group])
-    after, _ = ravel_pytree([jax.tree.map(lambda a: a[i], shifted_grads[k]) for k in group])
+    after = before if i == 0 else ravel_pytree(
+        [jax.tree.map(lambda a: a[i - 1], shifted_grads[k]) for k in group])[0]
     distances.append(jnp.linalg.norm(before - after))
     cosines.append(jnp.vdot(before, after) / (jnp.linalg.norm(before) * jnp.linalg.norm(after)))
   return ICS(distance=jnp.stack(distances), cosine=jnp.stack(cosines))

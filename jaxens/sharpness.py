@@ -128,7 +128,9 @@ def keskar(loss_fn, params, data, *, epsilon=1e-3, subspace_dim=None, steps=10,
 
   Args:
     loss_fn: ``loss_fn(params, x, y) -> scalar``, the mean loss on a chunk (batch norm in
-      evaluation mode, see the module docstring).
+      evaluation mode, see the module docstring). A static argument: pass the same function
+      object to reuse the compiled program (a fresh ``functools.partial`` per eager call
+      compiles anew; inside an outer ``jit`` it does not matter).
     params: one member's parameters, a pytree of float arrays with ``n`` entries in all.
     data: ``(x, y)``, the whole training set, with a common leading axis.
     epsilon: relative box size, ``> 0`` (the paper uses 1e-3 and 5e-4); may be traced.

@@ -155,10 +155,10 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, monkeypatch):
   np.testing.assert_array_equal(resumed.history["val_loss"], straight.history["val_loss"])
 
 
-def test_partial_checkpoint_is_never_loaded(tmp_path):
+def test_partial_checkpoint_is_never_loaded(tmp_path, monkeypatch):
   cfg = _config(epochs=2)
   splits = _splits()
-  ensemble.train(_config(epochs=2), splits, workdir=tmp_path, progress=False)
+  finished = ensemble.train(cfg, splits, workdir=tmp_path, progress=False)
   directory = tmp_path / "checkpoints"
   # A save interrupted halfway leaves orbax's temporary directory behind, never step "3".
   partial = directory / "3.orbax-checkpoint-tmp-1234"
@@ -168,8 +168,11 @@ def test_partial_checkpoint_is_never_loaded(tmp_path):
   manager = ocp.CheckpointManager(directory, item_names=("carry", "meta"))
   assert manager.latest_step() == 2
   manager.close()
+  saves = []
+  monkeypatch.setattr(ensemble._Checkpoints, "save", lambda self, epoch, carry: saves.append(epoch))
   resumed = ensemble.train(cfg, splits, workdir=tmp_path, resume=True, progress=False)
-  assert np.isfinite(resumed.history["val_loss"]).all()
+  assert saves == []  # Resumed from the complete epoch-2 checkpoint: no epoch left to run.
+  assert _max_diff(resumed.params, finished.params) == 0.0
 
 
 def test_resume_refuses_a_different_config(tmp_path):

@@ -132,9 +132,8 @@ def test_error_rate_equals_one_minus_argmax_accuracy_with_ties(seed):
   n_models, n_samples, n_classes = 6, 200, 5
   sums = rng.integers(0, 3, (n_models, n_samples, n_classes)).astype(np.float32) / 2
   y = rng.integers(0, n_classes, n_samples)
-  true_class = np.take_along_axis(sums, y[None, :, None], axis=2)
-  rows = np.swapaxes(np.concatenate([sums, true_class], axis=2), 1, 2)
-  np.testing.assert_array_equal(select._error_rate(jnp.asarray(rows), jnp.asarray(y)),
+  rows = select._scoring_pool("accuracy", jnp.asarray(sums), jnp.asarray(y))
+  np.testing.assert_array_equal(select._error_rate(rows, jnp.asarray(y)),
                                 1.0 - losses.accuracy(jnp.asarray(sums), jnp.asarray(y)))
 
 
