@@ -46,6 +46,7 @@ import optax  # noqa: E402
 
 from experiments import _cli  # noqa: E402
 from jaxens import data as data_lib  # noqa: E402
+from jaxens import ensemble  # noqa: E402
 from jaxens import losses  # noqa: E402
 from jaxens import nn  # noqa: E402
 from jaxens import optim  # noqa: E402
@@ -134,12 +135,10 @@ def _flat(params):
 
 
 def _evaluator(model, state, x_val, y_val):
-  @jax.jit
-  def evaluate(params):
-    logits, _ = nn.mlp_apply(model, params, state, x_val, train=False)
-    return losses.log_loss_from_logits(logits, y_val), losses.accuracy(logits, y_val)
-
-  return lambda params: tuple(float(v) for v in evaluate(params))
+  """``params -> (val loss, val accuracy)`` in eval mode; the data goes in as arguments, not
+  as constants folded into the compiled program."""
+  evaluate = jax.jit(ensemble.evaluate, static_argnums=0)
+  return lambda params: tuple(float(v) for v in evaluate(model, params, state, x_val, y_val))
 
 
 class Trainer(NamedTuple):

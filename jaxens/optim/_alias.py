@@ -16,9 +16,10 @@ import optax
 from jaxens.optim import _transforms
 
 
-def _with_momentum_buffer(buffer, learning_rate, lr_in_buffer):
+def _with_learning_rate(transform, learning_rate, rate_first=False):
+  """``transform`` chained with the negated learning rate, after it unless ``rate_first``."""
   rate = _transforms.scale_by_learning_rate(learning_rate)
-  return optax.chain(rate, buffer) if lr_in_buffer else optax.chain(buffer, rate)
+  return optax.chain(rate, transform) if rate_first else optax.chain(transform, rate)
 
 
 def momentum(learning_rate, mu=0.9, lr_in_buffer=False):
@@ -62,7 +63,7 @@ def momentum(learning_rate, mu=0.9, lr_in_buffer=False):
     Sutskever et al., `On the importance of initialization and momentum in deep
     learning <https://proceedings.mlr.press/v28/sutskever13.html>`_, 2013.
   """
-  return _with_momentum_buffer(
+  return _with_learning_rate(
       _transforms.scale_by_momentum(mu), learning_rate, lr_in_buffer)
 
 
@@ -105,7 +106,7 @@ def nesterov(learning_rate, mu=0.9, lr_in_buffer=False):
     Bengio, Boulanger-Lewandowski and Pascanu, `Advances in optimizing recurrent
     networks <https://arxiv.org/abs/1212.0901>`_, 2013.
   """
-  return _with_momentum_buffer(
+  return _with_learning_rate(
       _transforms.scale_by_nesterov(mu), learning_rate, lr_in_buffer)
 
 
@@ -148,9 +149,7 @@ def rmsprop(learning_rate, rho=0.9, eps=1e-8, eps_in_sqrt=False):
     Tieleman and Hinton, `Lecture 6.5, rmsprop
     <https://www.cs.toronto.edu/~tijmen/csc321/slides/lecture_slides_lec6.pdf>`_, 2012.
   """
-  return optax.chain(
-      _transforms.scale_by_rmsprop(rho, eps, eps_in_sqrt),
-      _transforms.scale_by_learning_rate(learning_rate))
+  return _with_learning_rate(_transforms.scale_by_rmsprop(rho, eps, eps_in_sqrt), learning_rate)
 
 
 def adam(learning_rate, b1=0.9, b2=0.999, eps=1e-8, eps_mode="paper"):
@@ -198,9 +197,7 @@ def adam(learning_rate, b1=0.9, b2=0.999, eps=1e-8, eps_mode="paper"):
     Kingma and Ba, `Adam: A method for stochastic optimization
     <https://arxiv.org/abs/1412.6980>`_, 2015.
   """
-  return optax.chain(
-      _transforms.scale_by_adam(b1, b2, eps, eps_mode),
-      _transforms.scale_by_learning_rate(learning_rate))
+  return _with_learning_rate(_transforms.scale_by_adam(b1, b2, eps, eps_mode), learning_rate)
 
 
 def adagrad(learning_rate, eps=1e-10, initial_accumulator=0.0, eps_in_sqrt=False):
@@ -242,9 +239,8 @@ def adagrad(learning_rate, eps=1e-10, initial_accumulator=0.0, eps_in_sqrt=False
     Duchi, Hazan and Singer, `Adaptive subgradient methods for online learning and
     stochastic optimization <https://jmlr.org/papers/v12/duchi11a.html>`_, 2011.
   """
-  return optax.chain(
-      _transforms.scale_by_adagrad(eps, initial_accumulator, eps_in_sqrt),
-      _transforms.scale_by_learning_rate(learning_rate))
+  return _with_learning_rate(
+      _transforms.scale_by_adagrad(eps, initial_accumulator, eps_in_sqrt), learning_rate)
 
 
 def adadelta(learning_rate=1.0, rho=0.95, eps=1e-6):
@@ -283,6 +279,4 @@ def adadelta(learning_rate=1.0, rho=0.95, eps=1e-6):
     Zeiler, `ADADELTA: An adaptive learning rate method
     <https://arxiv.org/abs/1212.5701>`_, 2012.
   """
-  return optax.chain(
-      _transforms.scale_by_adadelta(rho, eps),
-      _transforms.scale_by_learning_rate(learning_rate))
+  return _with_learning_rate(_transforms.scale_by_adadelta(rho, eps), learning_rate)

@@ -113,7 +113,7 @@ def scale_by_nesterov(mu=0.9):
 
 
 def _scale_by_trace(mu, nesterov):
-  """The buffer :math:`m_t = \mu m_{t-1} + u_t` shared by momentum and Nesterov, which emit
+  r"""The buffer :math:`m_t = \mu m_{t-1} + u_t` shared by momentum and Nesterov, which emit
   :math:`m_t` and :math:`u_t + \mu m_t` respectively."""
   _checks.check_decay("mu", mu)
 
