@@ -15,4 +15,4 @@ timeout 200 python3 -m experiments.sharpness_batch_size --config.preset=gpu --wo
 echo "e4 rc=$?"
 tail -30 "$OUT/e4_gpu_log.txt"
 cp /tmp/e4/summary.json "$OUT/e4_summary.json" 2>/dev/null
-cp /tmp/e4/*.md /tmp/e4/*interpolation*.png "$OUT/" 2>/dev/null
+cp /tmp/e4/*interpolation*.png "$OUT/" 2>/dev/null

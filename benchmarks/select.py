@@ -33,9 +33,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxens import losses
 from jaxens import select
 
-CLIP = 1e-8
+CLIP = losses.PROB_CLIP
 
 
 def _numpy_loss(loss, candidates, y):

@@ -6,7 +6,7 @@ Trains the seed MLP (784-100-100-100-10 ReLU, batch 32) with momentum, Nesterov,
 Adam, AdaGrad and AdaDelta, each three times from the same initial weights and the same
 order of examples: with ``jaxens.optim``, with optax's built-in optimizer, and with
 ``torch.optim`` (when torch is installed). Each library gets the hyperparameters that make
-it compute the same update (``SETTINGS``; see ``reference/optimizers.md``). Everything
+it compute the same update (``SETTINGS``). Everything
 runs in float32. The three runs advance side by side, ``eval_every`` steps at a time in
 alternating order, so that changes in the load of a shared machine hit them alike; torch
 runs on ``torch_threads`` threads.

@@ -95,7 +95,6 @@ PAPER = {
     "full_0.0005": {"SB": (0.61, None), "LB": (42.90, None)},
     "subspace_0.001": {"SB": (0.11, None), "LB": (9.22, None)},
 }
-_EVAL_BATCH_SIZE = 1000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -286,13 +285,10 @@ def _reestimate(model_cfg, params, state, x, batch_size):
       params, state)
 
 
-def _metrics(model_cfg, params, state, x, y):
-  """Evaluation-mode ``(mean cross-entropy, accuracy)`` of one member, batch by batch."""
-  return ensemble.evaluate(model_cfg, params, state, x, y, _EVAL_BATCH_SIZE)
-
-
+@functools.partial(jax.jit, static_argnums=0)
 def _ensemble_metrics(model_cfg, params, state, x, y):
-  return jax.vmap(lambda p, s: _metrics(model_cfg, p, s, x, y))(params, state)
+  """Every member's eval-mode ``(mean cross-entropy, accuracy)``, as one compiled program."""
+  return jax.vmap(lambda p, s: ensemble.evaluate(model_cfg, p, s, x, y))(params, state)
 
 
 @functools.partial(jax.jit, static_argnames=("model_cfg", "subspace_dim", "steps", "chunk_size"))
@@ -410,8 +406,8 @@ def _interpolate(model_cfg, sb, lb, alphas, x_train, y_train, x_test, y_test, *,
     state = jax.tree.map(mix, sb[1], lb[1])
     if reestimate_bn:
       state = nn.population_statistics(model_cfg, params, state, x_train, bn_batch_size)
-    return (_metrics(model_cfg, params, state, x_train, y_train)
-            + _metrics(model_cfg, params, state, x_test, y_test))
+    return (ensemble.evaluate(model_cfg, params, state, x_train, y_train)
+            + ensemble.evaluate(model_cfg, params, state, x_test, y_test))
   return jax.lax.map(at, alphas)
 
 

@@ -32,7 +32,7 @@ from jaxens import select
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-  """The toy problem of E1 (reference/experiments.md, "Toy check").
+  """The toy problem of E1 (the published "toy check").
 
   Attributes:
     n_models: pool size.
