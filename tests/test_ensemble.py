@@ -72,6 +72,18 @@ def test_data_orders_differ_as_documented():
   assert len(set(bootstrap[0].ravel())) < 256  # Resampled with replacement.
 
 
+@pytest.mark.parametrize("init, seed", [("torch", 5), ("glorot_uniform", 2**31),
+                                        ("he_normal", 2**32 - 1)])
+def test_initial_parameters_are_eager_mlp_init_of_the_member_key(init, seed):
+  cfg = _config(model=dataclasses.replace(MODEL, init=init), seed=seed)
+  members = np.array([0, 3], np.int32)
+  _, _, carry = ensemble._init_fn(cfg)(np.uint32(cfg.seed), members, {})
+  for row, member in enumerate(members):
+    expected, _ = nn.mlp_init(
+        jax.random.fold_in(ensemble.member_key(cfg.seed, member), ensemble._INIT), cfg.model)
+    assert _max_diff(_member(carry.params, row), expected) == 0.0
+
+
 def test_same_config_and_seed_give_the_same_result():
   cfg = _config(seed=3)
   splits = _splits()
@@ -235,6 +247,8 @@ def test_batch_norm_and_dropout_members_train():
 
 @pytest.mark.parametrize("kwargs, data_kwargs, argument", [
     ({"n_members": 0}, {}, "n_members"),
+    ({"seed": -1}, {}, "seed"),
+    ({"seed": 2**32}, {}, "seed"),
     ({"batch_size": 1000}, {}, "batch_size"),
     ({"overrides": {"learning_rate": np.ones(3)}}, {}, "overrides"),
     ({"optimizer": "lion"}, {}, "optimizer"),
