@@ -142,6 +142,28 @@ def test_diverging_member_is_frozen_and_flagged_and_spares_the_others():
     assert _max_diff(_member(result.params, i), _member(healthy.params, j)) <= 1e-5
 
 
+def test_non_finite_optimizer_state_alone_flags_the_member():
+  # Losses and parameters stay finite; only member 1's optimizer state turns -inf.
+  def sgd_with_a_log(learning_rate, poison):
+    sgd = optax.sgd(learning_rate)
+
+    def update(grads, state, params=None):
+      updates, sgd_state = sgd.update(grads, state[0], params)
+      return updates, (sgd_state, state[1] + jax.numpy.log1p(-poison))
+
+    return optax.GradientTransformation(lambda params: (sgd.init(params), 0.0), update)
+
+  splits = _splits()
+  cfg = _config(optimizer=sgd_with_a_log, optimizer_kwargs={"learning_rate": 1e-2},
+                overrides={"poison": np.array([0.0, 1.0, 0.0, 0.0])}, epochs=2)
+  result = ensemble.train(cfg, splits, progress=False)
+  np.testing.assert_array_equal(result.diverged, [False, True, False, False])
+  # Frozen at its state before the first epoch, the one it diverged in.
+  frozen = ensemble.train(dataclasses.replace(cfg, optimizer_kwargs={"learning_rate": 0.0}),
+                          splits, members=[1], progress=False)
+  assert _max_diff(_member(result.params, 1), _member(frozen.params, 0)) == 0.0
+
+
 def test_resumed_run_equals_uninterrupted_run(tmp_path, monkeypatch):
   cfg = _config(epochs=3)
   splits = _splits()
