@@ -1,6 +1,26 @@
-"""Input checks shared by the public functions that take a data set as ``(x, y)``."""
+"""Input checks shared by the public functions."""
 
-import jax.numpy as jnp
+import numbers
+
+import numpy as np
+
+
+def check_int(name, value, minimum=None, maximum=None):
+  """Raises a ``ValueError`` naming ``name`` unless ``value`` is an integer (not a bool) in
+  ``[minimum, maximum]``; a bound that is None is open."""
+  is_int = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+  if (is_int and (minimum is None or value >= minimum)
+      and (maximum is None or value <= maximum)):
+    return
+  if minimum is not None and maximum is not None:
+    expected = f"an integer in [{minimum}, {maximum}]"
+  elif minimum is not None:
+    expected = f"an integer >= {minimum}"
+  elif maximum is not None:
+    expected = f"an integer <= {maximum}"
+  else:
+    expected = "an integer"
+  raise ValueError(f"{name}: expected {expected}, got {value!r}")
 
 
 def check_examples(pair, name):
@@ -9,9 +29,9 @@ def check_examples(pair, name):
   if not isinstance(pair, (tuple, list)) or len(pair) != 2:
     raise ValueError(f"{name}: expected a pair (x, y), got {type(pair).__name__}")
   x, y = pair
-  if jnp.ndim(x) < 1 or jnp.ndim(y) < 1 or jnp.shape(x)[0] != jnp.shape(y)[0]:
+  if np.ndim(x) < 1 or np.ndim(y) < 1 or np.shape(x)[0] != np.shape(y)[0]:
     raise ValueError(
         f"{name}: expected x and y with the same leading number of examples, got shapes "
-        f"{jnp.shape(x)} and {jnp.shape(y)}")
-  if jnp.shape(x)[0] < 1:
+        f"{np.shape(x)} and {np.shape(y)}")
+  if np.shape(x)[0] < 1:
     raise ValueError(f"{name}: expected at least one example")

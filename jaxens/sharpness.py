@@ -23,7 +23,6 @@ References:
 
 import dataclasses
 import functools
-import numbers
 from typing import Any, NamedTuple
 
 import jax
@@ -85,7 +84,7 @@ def mean_loss(loss_fn, params, data, *, chunk_size=DEFAULT_CHUNK_SIZE):
     chunk_size: examples per chunk.
   """
   _validation.check_examples(data, "data")
-  _check_int("chunk_size", chunk_size, 1)
+  _validation.check_int("chunk_size", chunk_size, 1)
   return _chunked_mean(lambda x, y: loss_fn(params, x, y), data, chunk_size)
 
 
@@ -153,12 +152,12 @@ def keskar(loss_fn, params, data, *, epsilon=1e-3, subspace_dim=None, steps=10,
   num_params = _check_params(params)
   _validation.check_examples(data, "data")
   _check_positive("epsilon", epsilon)
-  _check_int("steps", steps, 1)
-  _check_int("chunk_size", chunk_size, 1)
+  _validation.check_int("steps", steps, 1)
+  _validation.check_int("chunk_size", chunk_size, 1)
   if solver not in SOLVERS:
     raise ValueError(f"solver: expected one of {SOLVERS}, got {solver!r}")
   if subspace_dim is not None:
-    _check_int("subspace_dim", subspace_dim, 1)
+    _validation.check_int("subspace_dim", subspace_dim, 1)
     if subspace_dim > num_params:
       raise ValueError(
           f"subspace_dim: expected at most the number of parameters ({num_params}), "
@@ -309,8 +308,8 @@ def hessian_top_eig(loss_fn, params, data, *, key, iters=100, chunk_size=DEFAULT
   """
   _check_params(params)
   _validation.check_examples(data, "data")
-  _check_int("iters", iters, 1)
-  _check_int("chunk_size", chunk_size, 1)
+  _validation.check_int("iters", iters, 1)
+  _validation.check_int("chunk_size", chunk_size, 1)
   if key is None:
     raise ValueError("key: a PRNG key is required")
   return _hessian_top_eig(loss_fn, params, data, key, iters=iters, chunk_size=chunk_size)
@@ -373,11 +372,6 @@ def _check_params(params):
   if not leaves or not all(jnp.issubdtype(leaf.dtype, jnp.floating) for leaf in leaves):
     raise ValueError("params: expected a non-empty pytree of floating-point arrays")
   return sum(leaf.size for leaf in leaves)
-
-
-def _check_int(name, value, minimum):
-  if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-    raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
 
 
 def _check_positive(name, value):

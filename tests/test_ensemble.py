@@ -269,6 +269,7 @@ def test_batch_norm_and_dropout_members_train():
 
 @pytest.mark.parametrize("kwargs, data_kwargs, argument", [
     ({"n_members": 0}, {}, "n_members"),
+    ({"n_members": 2.5}, {}, "n_members"),
     ({"seed": -1}, {}, "seed"),
     ({"seed": 2**32}, {}, "seed"),
     ({"batch_size": 1000}, {}, "batch_size"),
