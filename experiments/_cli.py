@@ -15,7 +15,8 @@ import sys
 import time
 
 
-def _parse_value(text):
+def parse_value(text):
+  """A flag's value: a Python literal, or else the text itself."""
   try:
     return ast.literal_eval(text)
   except (ValueError, SyntaxError):
@@ -45,7 +46,7 @@ def parse_args(default_config, argv=None, *, default_workdir):
     if not flag.startswith("--config.") or "=" not in flag:
       parser.error(f"unrecognised argument {flag!r}; expected --config.<field>=<value>")
     name, _, text = flag[len("--config."):].partition("=")
-    config = override(config, name, _parse_value(text))
+    config = override(config, name, parse_value(text))
   return config, args.workdir
 
 

@@ -86,6 +86,7 @@ from jaxens import sharpness  # noqa: E402
 F1 = nn.MLPConfig(sizes=(784,) + (512,) * 5 + (10,), norm="batch")
 REGIMES = ("SB", "LB")
 PRESETS = ("cpu", "gpu")
+DEFAULT_WORKDIR = "runs/sharpness_batch_size"
 #: Keskar et al. (2017), network F1: (mean, std or None) over 5 runs; accuracies in %.
 #: Sharpness keys are the names ``_sharpness_settings`` gives the paper's settings.
 PAPER = {
@@ -588,19 +589,23 @@ def _plot_curves(regimes, path):
   plt.close(fig)
 
 
+def _default_config(argv):
+  """:func:`gpu` when the last ``--config.preset`` flag asks for it, else ``Config()``."""
+  presets = [_cli.parse_value(flag.partition("=")[2]) for flag in argv
+             if flag.startswith("--config.preset=")]
+  return gpu() if presets and presets[-1] == "gpu" else Config()
+
+
 def parse_args(argv):
   """``(config, workdir)``: ``--config.preset=gpu`` swaps the defaults for :func:`gpu`, and
   the other ``--config.<field>`` flags apply on top of either."""
-  default = gpu() if "--config.preset=gpu" in argv else Config()
-  return _cli.parse_args(default, argv, default_workdir="runs/sharpness_batch_size")
+  return _cli.parse_args(_default_config(argv), argv, default_workdir=DEFAULT_WORKDIR)
 
 
 def main(argv=None):
-  config, workdir = parse_args(sys.argv[1:] if argv is None else list(argv))
-  start = time.perf_counter()
-  summary = run(config, workdir)
-  print_summary(summary)
-  print(f"wall time {time.perf_counter() - start:.1f} s; artefacts in {workdir}", file=sys.stderr)
+  argv = sys.argv[1:] if argv is None else list(argv)
+  _cli.main(_default_config(argv), run, print_summary, default_workdir=DEFAULT_WORKDIR,
+            argv=argv)
 
 
 if __name__ == "__main__":

@@ -152,10 +152,8 @@ def markdown(summary):
 
 
 def main(argv=None):
-  config, workdir = _cli.parse_args(Config(), argv, default_workdir="runs/toy_min_variance")
-  summary = run(config, workdir)
-  print(markdown(summary))
-  print(f"\n{summary['seconds']:.1f} s; written to {workdir}")
+  _cli.main(Config(), run, lambda summary: print(markdown(summary)),
+            default_workdir="runs/toy_min_variance", argv=argv)
 
 
 if __name__ == "__main__":

@@ -91,6 +91,8 @@ def test_gpu_preset_is_the_full_protocol():
   assert workdir == "w" and config.preset == "gpu" and config.n_members == 2
   assert (config.small_batch_epochs, config.large_batch_epochs) == (100, 100)
   assert "2 seeds per regime" in sharpness_batch_size.scale_note(config, 60_000)
+  quoted, _ = sharpness_batch_size.parse_args(["--config.preset='gpu'"])
+  assert quoted.preset == "gpu" and quoted.small_batch_epochs == 100
 
 
 def test_bad_config_is_rejected():
