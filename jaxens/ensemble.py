@@ -162,8 +162,7 @@ def _validate(cfg, data, members):
     if np.shape(y) != (np.shape(x)[0],):
       raise ValueError(f"data.{split_name}: expected y of shape ({np.shape(x)[0]},), "
                        f"got {np.shape(y)}")
-  # At most the training set size.
-  _validation.check_int("batch_size", cfg.batch_size, 1, np.shape(data.train[0])[0])
+  _validation.check_int("batch_size", cfg.batch_size, 1, np.shape(data.train[0])[0])  # n_train
   if cfg.keep == "best_val_loss" and np.shape(data.val[0])[0] == 0:
     raise ValueError("keep: 'best_val_loss' needs a validation set; use keep='last' "
                      "or load the data with val_fraction > 0")
