@@ -284,7 +284,6 @@ def _as_float(x, name):
   return x
 
 
-
 def _n_steps(pool_size, init_size, max_iter, replacement):
   return max_iter if replacement else min(pool_size - init_size, max_iter)
 

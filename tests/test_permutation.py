@@ -4,15 +4,15 @@ import pytest
 
 from jaxens import _permutation
 
+_jitted_permutation = jax.jit(_permutation.permutation, static_argnums=1)
+
 
 @pytest.mark.parametrize("n", [0, 1, 2, 7, 1000, 45_000, 2**16, 2**16 + 1])
 def test_equals_jax_random_permutation(n):
   # 45,000 (two rounds) is MNIST's training split; 2^16 + 1 takes the fallback.
   for seed in range(3):
     key = jax.random.PRNGKey(seed)
-    np.testing.assert_array_equal(
-        jax.jit(_permutation.permutation, static_argnums=1)(key, n),
-        jax.random.permutation(key, n))
+    np.testing.assert_array_equal(_jitted_permutation(key, n), jax.random.permutation(key, n))
 
 
 def test_stable_argsort_keeps_the_order_of_equal_keys():
