@@ -58,7 +58,7 @@ def step_matmul_gflops(model, batch_size, n_members, n_steps=1000):
   weight gradients so that no step can be skipped. The rate is counted like
   ``flops_per_step``, so it bounds the training rate from above.
   """
-  mesh = ensemble._members_mesh(n_members)
+  mesh, _ = ensemble.members_mesh(n_members)
   rng = np.random.default_rng(0)
   sharded = lambda *shape: jax.device_put(
       0.01 * rng.standard_normal((n_members,) + shape, np.float32),
@@ -80,7 +80,7 @@ def step_matmul_gflops(model, batch_size, n_members, n_steps=1000):
 
   run = jax.jit(lambda weights, x: jax.lax.fori_loop(
       0, n_steps, lambda _, w: jax.vmap(member_step)(w, x), weights),
-                compiler_options=ensemble._compiler_options())
+                compiler_options=ensemble.compiler_options(ensemble.TrainConfig()))
   jax.block_until_ready(run(weights, x))
   seconds, _ = timed(lambda: run(weights, x))
   return n_members * n_steps * flops_per_step(model, batch_size) / 1e9 / seconds

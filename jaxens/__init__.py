@@ -1,6 +1,7 @@
 """jaxens: vectorised ensemble studies in JAX.
 
-Modules: ``data`` (MNIST), ``nn`` (pure-function MLPs), ``losses`` (shared metrics), ``optim``
+Modules: ``data`` (MNIST), ``nn`` (pure-function MLPs), ``losses`` (shared metrics), ``models``
+(the model protocol and its adapters), ``optim``
 (six optimizers from their equations), ``ensemble`` (vmap x scan training), ``select`` (greedy
 ensemble selection), ``sharpness`` and ``landscape`` (loss-surface measures).
 """
@@ -9,6 +10,7 @@ from jaxens import data
 from jaxens import ensemble
 from jaxens import landscape
 from jaxens import losses
+from jaxens import models
 from jaxens import nn
 from jaxens import optim
 from jaxens import select

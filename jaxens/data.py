@@ -134,10 +134,7 @@ def load_mnist(source="auto", val_fraction=0.25, seed=0, data_dir=None) -> Split
   """
   if source not in SOURCES:
     raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
-  if (not isinstance(val_fraction, numbers.Real) or isinstance(val_fraction, bool)
-      or not 0 <= val_fraction < 1):
-    raise ValueError(f"val_fraction must be a number in [0, 1), got {val_fraction!r}")
-  _validation.check_int("seed", seed, 0)
+  _check_split(val_fraction, seed)
   if source == "npz":
     if data_dir is None:
       raise ValueError("data_dir must name a .npz file or a folder of IDX files for source='npz'")
@@ -147,21 +144,46 @@ def load_mnist(source="auto", val_fraction=0.25, seed=0, data_dir=None) -> Split
       data_dir).expanduser().is_file():
     raise ValueError(f"data_dir must be a cache folder for source={source!r}, "
                      f"got the file {str(data_dir)!r}")
-  return split_train_val(_load_bytes(source, data_dir), val_fraction, seed)
+  return split_mnist(_load_bytes(source, data_dir), val_fraction, seed)
 
 
-def split_train_val(data: MnistBytes, val_fraction, seed) -> Splits:
-  """Converts uint8 ``data`` to :class:`Splits` by the rule in :func:`load_mnist`."""
-  n = len(data.y_train)
+def split_train_val(x, y, val_fraction=0.25, seed=0):
+  """Holds out a seeded random subset of ``(x, y)`` (any arrays with N rows) for validation.
+
+  With ``n`` examples, ``n_val = round(n * val_fraction)`` (Python's round) and::
+
+    perm = np.random.default_rng(seed).permutation(n)
+    val = sorted(perm[:n_val]);  train = sorted(perm[n_val:])
+
+  so both parts keep the original order of the examples they hold.
+
+  Returns:
+    ``(train, val)``, each :class:`Examples`.
+  """
+  x, y = np.asarray(x), np.asarray(y)
+  _validation.check_examples((x, y), "(x, y)")
+  _check_split(val_fraction, seed)
+  n = len(y)
   n_val = round(n * val_fraction)
   if n_val >= n:
-    raise ValueError(f"val_fraction={val_fraction} leaves no training images out of {n}")
+    raise ValueError(f"val_fraction={val_fraction} leaves no training examples out of {n}")
   is_val = np.zeros(n, dtype=bool)
   is_val[np.random.default_rng(seed).permutation(n)[:n_val]] = True
-  return Splits(
-      train=_to_examples(data.x_train[~is_val], data.y_train[~is_val]),
-      val=_to_examples(data.x_train[is_val], data.y_train[is_val]),
-      test=_to_examples(data.x_test, data.y_test))
+  return Examples(x[~is_val], y[~is_val]), Examples(x[is_val], y[is_val])
+
+
+def _check_split(val_fraction, seed):
+  if (not isinstance(val_fraction, numbers.Real) or isinstance(val_fraction, bool)
+      or not 0 <= val_fraction < 1):
+    raise ValueError(f"val_fraction must be a number in [0, 1), got {val_fraction!r}")
+  _validation.check_int("seed", seed, 0)
+
+
+def split_mnist(data: MnistBytes, val_fraction, seed) -> Splits:
+  """Converts uint8 ``data`` to :class:`Splits` by the rule in :func:`load_mnist`."""
+  train, val = split_train_val(data.x_train, data.y_train, val_fraction, seed)
+  return Splits(train=_to_examples(*train), val=_to_examples(*val),
+                test=_to_examples(data.x_test, data.y_test))
 
 
 def subset(splits: Splits, n_train=None, n_val=None, n_test=None) -> Splits:

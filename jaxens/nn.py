@@ -194,7 +194,7 @@ def mlp_init(key, cfg):
   return params, state
 
 
-def mlp_apply(cfg, params, state, x, *, train, rng=None):
+def mlp_apply(cfg, params, state, x, *, train, rng=None, dropout=None):
   """Logits for inputs ``x_NxD``.
 
   Args:
@@ -204,17 +204,22 @@ def mlp_apply(cfg, params, state, x, *, train, rng=None):
     train: batch statistics, dropout and BN noise when True; population statistics and a
       deterministic network when False, so one example's output never depends on its batch.
     rng: PRNG key, required when training with dropout or BN noise.
+    dropout: a rate (a float or a traced scalar, e.g. one per ensemble member) that replaces
+      ``cfg.dropout`` after every hidden layer; its layers are present even at rate 0, where
+      they are the identity.
 
   Returns:
     ``(logits_NxC, new_state)``; in training mode ``new_state`` holds the moving averages
     updated with this batch, in evaluation mode it is ``state``.
   """
-  if train and cfg.stochastic and rng is None:
+  stochastic = cfg.stochastic or dropout is not None
+  if train and stochastic and rng is None:
     raise ValueError(
         "rng: a PRNG key is required when train=True with dropout or bn_noise; "
         "pass rng=jax.random.PRNGKey(...)")
-  noise_rng = rng if train and cfg.stochastic else None
-  logits, batch_stats = _forward(cfg, params, state, x, use_batch_stats=train, rng=noise_rng)
+  noise_rng = rng if train and stochastic else None
+  logits, batch_stats = _forward(cfg, params, state, x, use_batch_stats=train, rng=noise_rng,
+                                 dropout=dropout)
   if not train or cfg.norm != "batch":
     return logits, state
   m = cfg.bn_momentum
@@ -247,11 +252,14 @@ def population_statistics(cfg, params, state, xs, batch_size):
           for name, s in stats.items()}
 
 
-def _forward(cfg, params, state, x, *, use_batch_stats, rng):
+def _forward(cfg, params, state, x, *, use_batch_stats, rng, dropout=None):
   """The network; returns ``(logits, batch_stats)``, the per-layer BN batch statistics.
 
-  Dropout and BN noise are applied exactly when ``rng`` is given.
+  Dropout and BN noise are applied exactly when ``rng`` is given; ``dropout`` replaces
+  ``cfg.dropout`` (see ``mlp_apply``).
   """
+  hidden_rate = cfg.dropout if dropout is None else dropout
+  hidden_dropout = cfg.dropout > 0 or dropout is not None
   if x.ndim != 2 or x.shape[-1] != cfg.sizes[0]:
     raise ValueError(
         f"x: expected shape (batch, {cfg.sizes[0]}) to match sizes[0], got {tuple(x.shape)}")
@@ -264,8 +272,9 @@ def _forward(cfg, params, state, x, *, use_batch_stats, rng):
   for layer in range(cfg.n_hidden + 1):
     dense = params[f"dense_{layer}"]
     kernel = dense["kernel"]
-    rate = cfg.input_dropout if layer == 0 else cfg.dropout
-    if apply_dropout and cfg.dropout_kind == "dropconnect" and rate > 0:
+    rate, present = ((cfg.input_dropout, cfg.input_dropout > 0) if layer == 0
+                     else (hidden_rate, hidden_dropout))
+    if apply_dropout and cfg.dropout_kind == "dropconnect" and present:
       keep = jax.random.bernoulli(keys("dropconnect", layer), 1.0 - rate, kernel.shape)
       kernel = jnp.where(keep, kernel / (1.0 - rate), 0.0)
     h = h @ kernel + dense["bias"][None, :]
@@ -279,8 +288,8 @@ def _forward(cfg, params, state, x, *, use_batch_stats, rng):
       h = activation(h)
       if normalise:
         h = _norm(cfg, params, state, batch_stats, layer, h, use_batch_stats, keys)
-    if apply_dropout and not is_logits and cfg.dropout_kind != "dropconnect" and cfg.dropout > 0:
-      h = _unit_dropout(cfg.dropout_kind, keys("dropout", layer), h, cfg.dropout)
+    if apply_dropout and not is_logits and cfg.dropout_kind != "dropconnect" and hidden_dropout:
+      h = _unit_dropout(cfg.dropout_kind, keys("dropout", layer), h, hidden_rate)
   return h, batch_stats
 
 
@@ -346,23 +355,29 @@ def max_norm(params, c):
   Other parameters are unchanged. Works on a single network or a stacked ensemble.
   """
   def project(path, leaf):
-    if path[-1].key != "kernel":
+    if not _is_kernel(path):
       return leaf
     norms = jnp.sqrt(jnp.sum(jnp.square(leaf), axis=-2, keepdims=True))
     return leaf * jnp.minimum(1.0, c / jnp.maximum(norms, 1e-12))
   return jax.tree_util.tree_map_with_path(project, params)
 
 
+def _is_kernel(path):
+  """Whether a leaf's path names a dense or convolution kernel: ``.../kernel`` in jaxens and
+  flax.linen trees, ``.../kernel/value`` in flax.nnx states."""
+  names = [getattr(entry, "key", getattr(entry, "name", None)) for entry in path]
+  return "kernel" in names[-2:] and names[-1] in ("kernel", "value")
+
+
 def _kernels(params):
-  return [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(params)
-          if path[-1].key == "kernel"]
+  return [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(params) if _is_kernel(path)]
 
 
 def l1_penalty(params):
-  r""":math:`\sum |W|` over the dense kernels (biases and norm parameters are not penalised)."""
+  r""":math:`\sum |W|` over the kernels (biases and norm parameters are not penalised)."""
   return sum(jnp.sum(jnp.abs(k)) for k in _kernels(params))
 
 
 def l2_penalty(params):
-  r""":math:`\sum W^2` over the dense kernels, the Keras ``l2`` convention (no factor 1/2)."""
+  r""":math:`\sum W^2` over the kernels, the Keras ``l2`` convention (no factor 1/2)."""
   return sum(jnp.sum(jnp.square(k)) for k in _kernels(params))

@@ -118,7 +118,7 @@ def test_tfds_is_prepared_reads_the_disk_only(tmp_path):
 
 @pytest.mark.parametrize("val_fraction", [0.0, 0.1, 0.25, 0.5, 0.9])
 def test_split_partitions_train_in_order(fake, val_fraction):
-  splits = data.split_train_val(fake, val_fraction, seed=7)
+  splits = data.split_mnist(fake, val_fraction, seed=7)
   n = len(fake.y_train)
   train_idx = np.round(splits.train.x[:, 0] * 255).astype(int)
   val_idx = np.round(splits.val.x[:, 0] * 255).astype(int)
@@ -131,8 +131,8 @@ def test_split_partitions_train_in_order(fake, val_fraction):
 
 
 def test_split_is_seeded(fake):
-  first, again = data.split_train_val(fake, 0.25, 0), data.split_train_val(fake, 0.25, 0)
-  other = data.split_train_val(fake, 0.25, 1)
+  first, again = data.split_mnist(fake, 0.25, 0), data.split_mnist(fake, 0.25, 0)
+  other = data.split_mnist(fake, 0.25, 1)
   for a, b in zip(first, again):
     np.testing.assert_array_equal(a.x, b.x)
     np.testing.assert_array_equal(a.y, b.y)
@@ -140,20 +140,20 @@ def test_split_is_seeded(fake):
 
 
 def test_val_fraction_zero_gives_empty_validation_set(fake):
-  splits = data.split_train_val(fake, 0.0, seed=0)
+  splits = data.split_mnist(fake, 0.0, seed=0)
   assert splits.val.x.shape == (0, 784) and splits.val.x.dtype == np.float32
   assert splits.val.y.shape == (0,) and splits.val.y.dtype == np.int32
   _assert_examples(splits.train, fake.x_train, fake.y_train)
 
 
 def test_pixels_are_bytes_over_255(fake):
-  splits = data.split_train_val(fake, 0.0, seed=0)
+  splits = data.split_mnist(fake, 0.0, seed=0)
   assert splits.train.x.min() == 0.0 and splits.train.x.max() == 1.0
   np.testing.assert_array_equal(splits.train.x * 255, fake.x_train.reshape(-1, 784))
 
 
 def test_subset_keeps_the_first_examples(fake):
-  splits = data.split_train_val(fake, 0.25, seed=0)
+  splits = data.split_mnist(fake, 0.25, seed=0)
   small = data.subset(splits, n_train=5, n_test=3)
   np.testing.assert_array_equal(small.train.x, splits.train.x[:5])
   np.testing.assert_array_equal(small.test.y, splits.test.y[:3])
@@ -405,7 +405,7 @@ def test_bad_npz_contents_name_data_dir(tmp_path, fake):
 
 def test_val_fraction_leaving_no_training_images_raises():
   with pytest.raises(ValueError, match="val_fraction"):
-    data.split_train_val(_fake_mnist(n_train=3), 0.9, seed=0)
+    data.split_mnist(_fake_mnist(n_train=3), 0.9, seed=0)
 
 
 # ----------------------------------------------------------------------------- real data

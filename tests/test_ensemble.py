@@ -14,6 +14,10 @@ from jaxens import data as data_lib
 from jaxens import ensemble
 from jaxens import losses
 from jaxens import nn
+from jaxens.ensemble import _checkpoint
+from jaxens.ensemble import _keys
+from jaxens.ensemble import _programs
+from jaxens.ensemble import _progress
 
 MODEL = nn.MLPConfig(sizes=(20, 16, 16, 3))
 
@@ -62,8 +66,8 @@ def test_data_orders_differ_as_documented():
       "learning_rate": 0.0}), splits, progress=False)
   # With a zero learning rate only the initialisation shows: identical across data orders.
   assert _max_diff(init("shared").params, init("independent").params) == 0.0
-  orders = {o: jax.vmap(lambda k: ensemble._epoch_order(
-      _config(data_order=o), k, jax.random.PRNGKey(0), 0, 256, 16))(
+  orders = {o: jax.vmap(lambda k: _keys.epoch_order(
+      o, 16, k, jax.random.PRNGKey(0), 0, 256, 16))(
           jax.vmap(lambda i: ensemble.member_key(0, i))(np.arange(3))) for o in ensemble.DATA_ORDERS}
   shared, independent, bootstrap = (np.asarray(orders[o]) for o in ensemble.DATA_ORDERS)
   assert (shared[0] == shared[1]).all()
@@ -77,10 +81,11 @@ def test_data_orders_differ_as_documented():
 def test_initial_parameters_are_eager_mlp_init_of_the_member_key(init, seed):
   cfg = _config(model=dataclasses.replace(MODEL, init=init), seed=seed)
   members = np.array([0, 3], np.int32)
-  _, _, carry = ensemble._init_fn(cfg)(np.uint32(cfg.seed), members, {})
+  _, _, carry = _programs.init_fn(cfg, ("train_loss",))(
+      np.uint32(cfg.seed), members, {}, np.zeros((2, 20), np.float32))
   for row, member in enumerate(members):
     expected, _ = nn.mlp_init(
-        jax.random.fold_in(ensemble.member_key(cfg.seed, member), ensemble._INIT), cfg.model)
+        jax.random.fold_in(ensemble.member_key(cfg.seed, member), _keys.INIT), cfg.model)
     assert _max_diff(_member(carry.params, row), expected) == 0.0
 
 
@@ -97,7 +102,7 @@ def test_every_epoch_reuses_one_compiled_program(caplog):
   cfg = _config(epochs=3, seed=11, batch_size=13)  # A batch size no other test compiles.
   with caplog.at_level(logging.WARNING), jax.log_compiles(True):
     ensemble.train(cfg, _splits(), progress=False)
-  compiles = [r for r in caplog.records if "Compiling jit(epoch_fn)" in r.getMessage()]
+  compiles = [r for r in caplog.records if "Compiling jit(train_epoch)" in r.getMessage()]
   assert len(compiles) == 1
 
 
@@ -170,18 +175,18 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, monkeypatch):
   straight = ensemble.train(cfg, splits, progress=False)
 
   saves = []
-  original_save = ensemble._Checkpoints.save
+  original_save = _checkpoint.Checkpoints.save
 
-  def save_then_crash(self, epoch, carry):
-    original_save(self, epoch, carry)
+  def save_then_crash(self, epoch, *args):
+    original_save(self, epoch, *args)
     saves.append(epoch)
     if epoch == 1:
       raise KeyboardInterrupt("simulated interruption after epoch 1")
 
-  monkeypatch.setattr(ensemble._Checkpoints, "save", save_then_crash)
+  monkeypatch.setattr(_checkpoint.Checkpoints, "save", save_then_crash)
   with pytest.raises(KeyboardInterrupt):
     ensemble.train(cfg, splits, workdir=tmp_path, progress=False)
-  monkeypatch.setattr(ensemble._Checkpoints, "save", original_save)
+  monkeypatch.setattr(_checkpoint.Checkpoints, "save", original_save)
   resumed = ensemble.train(cfg, splits, workdir=tmp_path, resume=True, progress=False)
   assert saves == [1]
   assert _max_diff(resumed.params, straight.params) == 0.0
@@ -203,7 +208,7 @@ def test_partial_checkpoint_is_never_loaded(tmp_path, monkeypatch):
   assert manager.latest_step() == 2
   manager.close()
   saves = []
-  monkeypatch.setattr(ensemble._Checkpoints, "save", lambda self, epoch, carry: saves.append(epoch))
+  monkeypatch.setattr(_checkpoint.Checkpoints, "save", lambda self, epoch, *args: saves.append(epoch))
   resumed = ensemble.train(cfg, splits, workdir=tmp_path, resume=True, progress=False)
   assert saves == []  # Resumed from the complete epoch-2 checkpoint: no epoch left to run.
   assert _max_diff(resumed.params, finished.params) == 0.0
@@ -218,30 +223,42 @@ def test_resume_refuses_a_different_config(tmp_path):
 
 _SHARDED_SCRIPT = """
 import json, sys
-import jax, numpy as np, optax
+import jax
+jax.config.update("jax_num_cpu_devices", 4)
+import numpy as np
 sys.path.insert(0, {tests!r})
 import test_ensemble as t
 from jaxens import ensemble
-result = ensemble.train(t._config(epochs=2), t._splits(), progress=False)
-sharding = jax.tree.leaves(result.params)[0].sharding
-print(json.dumps({{"devices": len(jax.devices()),
-                  "used": len(sharding.device_set),
-                  "params": [np.asarray(l).tolist() for l in jax.tree.leaves(result.params)]}}))
+out = {{}}
+for n_members in (10, 7):
+  result = ensemble.train(t._config(n_members=n_members, epochs=2), t._splits(), progress=False)
+  out[n_members] = {{"n_devices": result.n_devices,
+                    "used": len(jax.tree.leaves(result.params)[0].sharding.device_set),
+                    "params": [np.asarray(l).tolist() for l in jax.tree.leaves(result.params)],
+                    "history": np.asarray(result.history["val_loss"]).tolist()}}
+print(json.dumps(out))
 """
 
 
-def test_four_cpu_devices_match_one_device():
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
-             JAX_PLATFORMS="cpu")
+@pytest.mark.parametrize("n_members", [10, 7])
+def test_four_cpu_devices_all_train_and_match_one_device(n_members, sharded_runs):
+  # Member axes that 4 does not divide are padded, so every device works.
+  sharded = sharded_runs[str(n_members)]
+  assert sharded["n_devices"] == 4 and sharded["used"] == 4
+  single = ensemble.train(_config(n_members=n_members, epochs=2), _splits(), progress=False)
+  assert len(jax.devices()) == 1 and single.n_devices == 1
+  for got, expected in zip(sharded["params"], jax.tree.leaves(single.params)):
+    assert np.shape(got) == expected.shape  # Padded members are cut.
+    np.testing.assert_allclose(np.asarray(got), expected, atol=1e-6)
+  np.testing.assert_allclose(sharded["history"], single.history["val_loss"], atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def sharded_runs():
   out = subprocess.run(
       [sys.executable, "-c", _SHARDED_SCRIPT.format(tests=os.path.dirname(__file__))],
-      env=env, capture_output=True, text=True, check=True)
-  sharded = json.loads(out.stdout.strip().splitlines()[-1])
-  assert sharded["devices"] == 4 and sharded["used"] == 4
-  single = ensemble.train(_config(epochs=2), _splits(), progress=False)
-  assert len(jax.devices()) == 1
-  for got, expected in zip(sharded["params"], jax.tree.leaves(single.params)):
-    np.testing.assert_allclose(np.asarray(got), expected, atol=1e-6)
+      env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True, text=True, check=True)
+  return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def test_predict_gives_member_probabilities():
@@ -314,7 +331,7 @@ def test_progress_bar_reports_mean_and_worst_member_loss(monkeypatch):
     def close(self):
       pass
 
-  monkeypatch.setattr(ensemble.tqdm, "tqdm", RecordingBar)
+  monkeypatch.setattr(_progress.tqdm, "tqdm", RecordingBar)
   result = ensemble.train(_config(epochs=2), _splits(), progress=True)
   (bar,) = bars
   assert bar.total == 256 // 16 and bar.steps == bar.total and bar.description == "epoch 2/2"

@@ -1,0 +1,111 @@
+"""What ``train`` takes and returns."""
+
+import dataclasses
+from typing import Any, Callable, Mapping, NamedTuple, Optional, Union
+
+import numpy as np
+import optax
+
+from jaxens import models
+from jaxens import nn
+
+DATA_ORDERS = ("shared", "independent", "bootstrap")
+KEEP = ("best_val_loss", "last")
+#: Per-member overrides that the trainer itself applies; all others go to the optimizer, or
+#: to the model when ``Model.hyperparams`` names them.
+REGULARISER_OVERRIDES = ("l2", "max_norm")
+DEFAULT_OPTIMIZER_KWARGS = {"learning_rate": 1e-3}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """How to train an ensemble. The defaults are the published E1 pool.
+
+  Attributes:
+    model: the network of every member: an ``nn.MLPConfig``, a ``jaxens.models.Model``
+      (``models.from_linen``, ``models.from_nnx``) or an ``(init, apply)`` pair.
+    optimizer: a name from ``jaxens.optim`` (``"adam"``, ``"momentum"``, ...), any factory
+      ``f(**optimizer_kwargs) -> optax.GradientTransformation``, or a ready
+      ``optax.GradientTransformation`` (then ``optimizer_kwargs`` must stay None and no
+      optimizer kwarg may vary per member).
+    optimizer_kwargs: keyword arguments of the optimizer, shared by all members; None means
+      ``{"learning_rate": 1e-3}`` for a name or a factory.
+    loss: ``"cross_entropy"`` (integer labels; metrics loss and accuracy), ``"mse"`` (float
+      targets (N,) or (N, k); metrics loss and RMSE) or any jittable
+      ``loss(out, y) -> per-example loss`` (metric: the loss).
+    n_members: ensemble size E.
+    batch_size, epochs: minibatch size and number of passes; an epoch has
+      ``len(train) // batch_size`` steps (the last partial batch is dropped).
+    seed: in ``[0, 2**32)``; member ``i`` uses ``fold_in(PRNGKey(seed), i)``.
+    data_order: ``"shared"`` (all members see the same batches), ``"independent"`` (each
+      member its own shuffle) or ``"bootstrap"`` (each member a resample with replacement,
+      drawn once and reshuffled every epoch).
+    overrides: values that differ per member, each an array of length E: optimizer kwargs
+      (``{"learning_rate": np.logspace(-4, -2, E)}``), ``"l2"``, ``"max_norm"``, and the
+      model's ``hyperparams`` (``"dropout"`` for the built-in MLP). A sweep trains as one
+      ensemble.
+    keep: which parameters ``best_params`` holds: the epoch with the lowest validation loss
+      (``"best_val_loss"``) or the last epoch (``"last"``).
+    l2: weight of ``nn.l2_penalty`` (the sum of squared kernels) added to the training loss.
+    max_norm: radius of the max-norm projection applied after every step, or None.
+    xla_cpu_options: on a CPU, compile with LLVM -O1 and 512-bit vectors (faster to compile,
+      faster element-wise work; float rounding differs from XLA's defaults). False keeps
+      XLA's defaults. Other backends always keep theirs.
+  """
+  model: Any = nn.MLPConfig()
+  optimizer: Union[str, Callable[..., optax.GradientTransformation],
+                   optax.GradientTransformation] = "adam"
+  optimizer_kwargs: Optional[Mapping[str, Any]] = None
+  loss: Union[str, Callable[..., Any]] = "cross_entropy"
+  n_members: int = 10
+  batch_size: int = 32
+  epochs: int = 3
+  seed: int = 0
+  data_order: str = "independent"
+  overrides: Optional[Mapping[str, Any]] = None
+  keep: str = "best_val_loss"
+  l2: float = 0.0
+  max_norm: Optional[float] = None
+  xla_cpu_options: bool = True
+
+  @property
+  def network(self) -> models.Model:
+    """``model`` as a ``jaxens.models.Model``."""
+    return models.resolve(self.model)
+
+  @property
+  def resolved_optimizer_kwargs(self) -> Mapping[str, Any]:
+    if self.optimizer_kwargs is None and not isinstance(self.optimizer,
+                                                        optax.GradientTransformation):
+      return DEFAULT_OPTIMIZER_KWARGS
+    return self.optimizer_kwargs or {}
+
+
+class TrainResult(NamedTuple):
+  """What ``train`` returns. Every array has the member axis first.
+
+  Attributes:
+    params, state: the last epoch's parameters and model state (BN statistics) (E, ...).
+    best_params, best_state: what ``cfg.keep`` selects (E, ...).
+    history: per-epoch metrics, each (E, epochs): ``train_<m>`` (means over the epoch's
+      minibatches) and ``val_<m>`` (evaluation mode, at the end of the epoch), where the
+      metrics ``m`` follow the loss: ``loss, accuracy`` for cross-entropy, ``loss, rmse`` for
+      MSE, ``loss`` for a callable.
+    best_epoch: (E,) the epoch (0-based) that ``best_params`` comes from.
+    diverged: (E,) True for a member whose loss, parameters or optimizer state became
+      non-finite; such a member was rolled back to its state at the start of that epoch (its
+      last finite end-of-epoch state), frozen there, and never replaced a checkpoint
+      afterwards.
+    members: (E,) the member indices, ``range(n_members)`` or ``members``.
+    n_devices: how many devices trained the members (the member axis is padded to a
+      multiple of it; padded members never appear in a result).
+  """
+  params: Any
+  state: Any
+  best_params: Any
+  best_state: Any
+  history: dict
+  best_epoch: np.ndarray
+  diverged: np.ndarray
+  members: np.ndarray
+  n_devices: int = 1

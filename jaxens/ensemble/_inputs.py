@@ -1,0 +1,146 @@
+"""Eager checks of everything ``train`` is given, before anything is compiled.
+
+Each failure raises a ``ValueError`` that names the argument (``data.train``, ``overrides``,
+...) and what was expected.
+"""
+
+import jax
+import numpy as np
+import optax
+
+from jaxens import _validation
+from jaxens import nn
+from jaxens.ensemble import _config
+from jaxens.ensemble import _step
+from jaxens.ensemble import _tasks
+
+
+def as_train_val(data):
+  """``(train, val)`` pairs from ``Splits`` or a ``(train, val[, test])`` tuple."""
+  if hasattr(data, "train") and hasattr(data, "val"):
+    return tuple(data.train), tuple(data.val)
+  if isinstance(data, (tuple, list)) and len(data) in (2, 3):
+    return tuple(data[0]), tuple(data[1])
+  raise ValueError("data: expected jaxens.data.Splits or a (train, val[, test]) tuple of "
+                   f"(x, y) pairs, got {type(data).__name__}")
+
+
+def validate(cfg, data, members):
+  """Checks ``cfg``, ``data`` and ``members``; returns the ``(train, val)`` pairs as numpy."""
+  _check_config(cfg)
+  train, val = (_as_arrays(pair, name) for pair, name in
+                zip(as_train_val(data), ("data.train", "data.val")))
+  _validation.check_examples(train, "data.train")
+  out_shape = _output_shape(cfg.network, train[0])
+  if val[0].shape[1:] != train[0].shape[1:]:
+    raise ValueError(f"data.val: expected x of shape (N,) + {train[0].shape[1:]} like "
+                     f"data.train, got {val[0].shape}")
+  task = _tasks.task(cfg.loss)
+  for (x, y), name in ((train, "data.train"), (val, "data.val")):
+    if len(y):
+      task.check_targets(y, out_shape, name)
+  _validation.check_int("batch_size", cfg.batch_size, 1, len(train[1]))  # n_train
+  if cfg.keep == "best_val_loss" and len(val[1]) == 0:
+    raise ValueError("keep: 'best_val_loss' needs a validation set; use keep='last' "
+                     "or give data a non-empty validation split")
+  if members is not None:
+    bad = [m for m in members if not 0 <= int(m) < cfg.n_members]
+    if not len(members) or bad:
+      raise ValueError(
+          f"members: expected a non-empty list of indices in [0, {cfg.n_members}), got {members}")
+  return train, val
+
+
+def _check_config(cfg):
+  if not isinstance(cfg, _config.TrainConfig):
+    raise ValueError(f"cfg: expected an ensemble.TrainConfig, got {type(cfg).__name__}")
+  _validation.check_int("n_members", cfg.n_members, 1)
+  _validation.check_int("epochs", cfg.epochs, 1)
+  _validation.check_int("seed", cfg.seed, 0, 2**32 - 1)
+  if cfg.data_order not in _config.DATA_ORDERS:
+    raise ValueError(f"data_order: expected one of {_config.DATA_ORDERS}, got {cfg.data_order!r}")
+  if cfg.keep not in _config.KEEP:
+    raise ValueError(f"keep: expected one of {_config.KEEP}, got {cfg.keep!r}")
+  _check_l2("l2", cfg.l2)
+  if cfg.max_norm is not None:
+    _check_max_norm("max_norm", cfg.max_norm)
+  _tasks.task(cfg.loss)
+  model = cfg.network
+  overrides = {name: _override(cfg, name, values) for name, values in
+               (cfg.overrides or {}).items()}
+  model_h, regularisers, optimizer_h = _step.split_hparams(model, overrides)
+  for name, values in regularisers.items():
+    (_check_l2 if name == "l2" else _check_max_norm)(f"overrides[{name!r}]", values)
+  if "dropout" in model_h and isinstance(cfg.model, nn.MLPConfig):
+    if not np.all((model_h["dropout"] >= 0) & (model_h["dropout"] < 1)):
+      raise ValueError(f"overrides['dropout']: expected rates in [0, 1), got {model_h['dropout']}")
+  _check_optimizer(cfg, optimizer_h)
+
+
+def _override(cfg, name, values):
+  array = np.asarray(values)
+  if array.shape != (cfg.n_members,) or not np.issubdtype(array.dtype, np.number):
+    raise ValueError(f"overrides[{name!r}]: expected {cfg.n_members} numbers (one per member, "
+                     f"n_members={cfg.n_members}), got shape {array.shape} of {array.dtype}")
+  if not np.isfinite(array).all():
+    raise ValueError(f"overrides[{name!r}]: expected finite values, got {array}")
+  return array.astype(np.float32)
+
+
+def _check_l2(name, value):
+  if not np.all(np.asarray(value) >= 0):
+    raise ValueError(f"{name}: expected a non-negative weight, got {value}")
+
+
+def _check_max_norm(name, value):
+  if not np.all(np.asarray(value) > 0):
+    raise ValueError(f"{name}: expected a positive radius, got {value}")
+
+
+def _check_optimizer(cfg, optimizer_overrides):
+  """Builds the optimizer once with every member's values, so that its own range checks see
+  the overrides exactly as they see ``optimizer_kwargs``."""
+  optimizer = _step.resolve_optimizer(cfg.optimizer)
+  if isinstance(optimizer, optax.GradientTransformation):
+    if cfg.optimizer_kwargs is not None:
+      raise ValueError("optimizer_kwargs: must be None with a ready "
+                       "optax.GradientTransformation; pass a factory (e.g. optax.adam) instead")
+    if optimizer_overrides:
+      raise ValueError(f"overrides: {sorted(optimizer_overrides)} cannot vary per member with a "
+                       "ready optax.GradientTransformation; pass a factory (e.g. optax.adam)")
+    return
+  try:
+    _step.make_optimizer(cfg, optimizer_overrides)
+  except TypeError as error:
+    raise ValueError(f"optimizer_kwargs/overrides: the optimizer does not accept them: "
+                     f"{error}") from error
+
+
+def _as_arrays(pair, name):
+  if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+    raise ValueError(f"{name}: expected a pair (x, y), got {type(pair).__name__}")
+  x, y = np.asarray(pair[0]), np.asarray(pair[1])
+  if x.ndim < 1 or y.ndim < 1 or x.shape[0] != y.shape[0]:
+    raise ValueError(f"{name}: expected x and y with the same leading number of examples, "
+                     f"got shapes {x.shape} and {y.shape}")
+  if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+    raise ValueError(f"{name}: expected float or integer x, got dtype {x.dtype}")
+  if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+    raise ValueError(f"{name}: x holds {np.size(x) - np.isfinite(x).sum()} non-finite values")
+  return x, y
+
+
+def _output_shape(model, x):
+  """The model's output shape on two training examples; a failure names ``data.train``."""
+  example = jax.ShapeDtypeStruct((min(2, len(x)),) + x.shape[1:], x.dtype)
+
+  def forward(key, xb):
+    params, state = model.init(key, xb)
+    return model.apply(params, state, xb, train=False, rng=None)[0]
+
+  try:
+    out = jax.eval_shape(forward, jax.random.PRNGKey(0), example)
+  except Exception as error:  # The user's model: any failure is reported with its cause.
+    raise ValueError(f"data.train: the model cannot take x of shape (N,) + {x.shape[1:]} "
+                     f"({x.dtype}): {error}") from error
+  return out.shape

@@ -1,0 +1,89 @@
+"""``train``: the loop over epochs around the compiled programs."""
+
+import numpy as np
+from absl import logging
+
+from jaxens.ensemble import _checkpoint
+from jaxens.ensemble import _config
+from jaxens.ensemble import _inputs
+from jaxens.ensemble import _mesh
+from jaxens.ensemble import _programs
+from jaxens.ensemble import _progress
+from jaxens.ensemble import _tasks
+
+
+def train(cfg, data, *, workdir=None, resume=False, members=None, progress=True):
+  """Trains the ensemble ``cfg`` on ``data`` and returns a ``TrainResult``.
+
+  Every epoch is one compiled program that ``vmap``s a member's step over the members inside a
+  ``lax.scan`` over the minibatches. The member axis is sharded over every device, padded to a
+  multiple of the device count.
+
+  Args:
+    cfg: a ``TrainConfig``.
+    data: ``jaxens.data.Splits`` or a ``(train, val[, test])`` tuple of ``(x, y)`` pairs:
+      ``x`` of any shape ``(N, ...)``, float or integer; ``y`` as the loss needs. The test
+      split is not used.
+    workdir: if given, the whole training state is checkpointed there with orbax after every
+      epoch (``<workdir>/checkpoints``); ``ensemble.load(workdir)`` reads it back.
+    resume: continue from the last complete checkpoint in ``workdir``; the result is identical
+      to an uninterrupted run. ``epochs`` may be larger than the checkpointed run's.
+    members: train only these member indices, with the same keys as in the full run.
+    progress: show a tqdm bar (mean and worst member loss); it is silent when stderr is not a
+      terminal.
+  """
+  (x_train, y_train), (x_val, y_val) = _inputs.validate(cfg, data, members)
+  if resume and workdir is None:
+    raise ValueError("resume: needs a workdir to resume from")
+  members = (np.arange(cfg.n_members, dtype=np.int32) if members is None
+             else np.asarray(members, np.int32))
+  n_members = len(members)
+  mesh, n_padded = _mesh.members_mesh(n_members)
+  n_devices = mesh.devices.size
+  x_example = x_train[:cfg.batch_size]
+  x_train, y_train, x_val, y_val = _mesh.replicate((x_train, y_train, x_val, y_val), mesh)
+  hparams = {name: np.asarray(values, np.float32)[members]
+             for name, values in (cfg.overrides or {}).items()}
+  hparams = _mesh.shard_members(_mesh.pad_members(hparams, n_padded), mesh)
+  history_keys = _tasks.history_keys(_tasks.task(cfg.loss))
+  root_key, keys, carry = _programs.init_fn(cfg, history_keys)(
+      np.uint32(cfg.seed), _mesh.shard_members(_mesh.pad_members(members, n_padded), mesh),
+      hparams, x_example)
+  keys, carry = _mesh.shard_members((keys, carry), mesh)
+
+  checkpoints = None
+  start_epoch = 0
+  if workdir is not None:
+    checkpoints = _checkpoint.Checkpoints(workdir, _checkpoint.fingerprint(cfg, members))
+  if resume:
+    start_epoch, restored = checkpoints.restore(_mesh.unpad_members(carry, n_members))
+    if start_epoch:
+      carry = _mesh.shard_members(_mesh.pad_members(restored, n_padded), mesh)
+
+  n_train, n_val = x_train.shape[0], x_val.shape[0]
+  bar = _progress.open_bar(n_train // cfg.batch_size) if progress else None
+  epoch_fn = _programs.epoch_fn(cfg, n_train, n_val, None if bar is None else bar.every)
+  try:
+    for epoch in range(start_epoch, cfg.epochs):
+      if bar is not None:
+        bar.start(epoch, cfg.epochs)
+      carry = epoch_fn(carry, keys, hparams, root_key, epoch, x_train, y_train, x_val, y_val)
+      if checkpoints is not None:
+        checkpoints.save(epoch + 1, _mesh.unpad_members(carry, n_members), members, n_devices)
+  finally:
+    if bar is not None:
+      bar.close()
+    if checkpoints is not None:
+      checkpoints.close()
+
+  carry = _mesh.unpad_members(carry, n_members)
+  diverged = ~np.asarray(carry.alive)
+  if diverged.any():
+    logging.warning("jaxens: members %s diverged (non-finite loss, parameters or optimizer "
+                    "state); each was frozen at its state from the start of the epoch it "
+                    "diverged in.", members[diverged].tolist())
+  return _config.TrainResult(
+      params=carry.params, state=carry.state, best_params=carry.best_params,
+      best_state=carry.best_state, history={k: np.asarray(v) for k, v in carry.history.items()},
+      best_epoch=np.asarray(carry.best_epoch), diverged=diverged, members=members,
+      n_devices=n_devices)
