@@ -15,6 +15,16 @@ It prints wall times, ratios, and the achieved GFLOP/s as a fraction of a large 
 matmul measured in the same run, then a scaling table over E, what Adam's update costs (the
 same epoch with SGD), and the rate of the training step's matmuls alone, which bounds the
 training rate from above.
+
+Then the Flax CNN rows (``--cnn-train 0`` skips them): E members of Flax's examples/mnist CNN
+on the first ``--cnn-train`` training images (batch 128, Adam 1e-3, one epoch, validation on
+1000 images), trained
+1. by the Flax examples' workflow: a Python loop over members, each a jitted train step per
+   minibatch (native convolutions);
+2. by jaxens as one vmapped program, convolutions as patches and a matmul
+   (``from_linen(conv="patches")``, the CPU default);
+3. by jaxens as one vmapped program with native convolutions, which ``vmap`` turns into grouped
+   convolutions: timed over ``--cnn-native-steps`` steps only, since it is ~35x slower.
 """
 
 import argparse
@@ -29,8 +39,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from experiments import cnn_mnist
 from jaxens import data as data_lib
 from jaxens import ensemble
+from jaxens import models
 from jaxens import nn
 
 MODEL = nn.MLPConfig(init="torch")
@@ -147,6 +159,80 @@ def jaxens_one_at_a_time(cfg, splits):
           for i in range(cfg.n_members)]
 
 
+def flax_loop(splits, n_members, epochs, batch_size, learning_rate):
+  """Flax's examples/mnist workflow: one member after another, a jitted step per minibatch,
+  validation loss after every epoch and the best parameters kept."""
+  module, tx = cnn_mnist.CNN(), optax.adam(learning_rate)
+
+  @jax.jit
+  def train_step(params, opt_state, x, y):
+    def loss_fn(p):
+      logits = module.apply({"params": p}, x, train=True)
+      return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  @jax.jit
+  def val_loss(params, x, y):
+    logits = module.apply({"params": params}, x, train=False)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+  x, y = splits.train
+  rng = np.random.default_rng(0)
+  best = []
+  for member in range(n_members):
+    params = module.init(jax.random.PRNGKey(member), x[:1], train=False)["params"]
+    opt_state = tx.init(params)
+    best_loss, best_params = np.inf, params
+    for _ in range(epochs):
+      order = rng.permutation(len(y))
+      for step in range(len(y) // batch_size):
+        batch = order[step * batch_size:(step + 1) * batch_size]
+        params, opt_state, _ = train_step(params, opt_state, x[batch], y[batch])
+      loss = float(val_loss(params, *splits.val))
+      if loss < best_loss:
+        best_loss, best_params = loss, params
+    best.append(best_params)
+  return best
+
+
+def cnn_rows(args, splits):
+  """The Flax CNN: a Python loop over members against jaxens' vmapped program."""
+  images = data_lib.subset(cnn_mnist.as_images(splits), args.cnn_train, 1000, 0)
+  batch_size, learning_rate = 128, 1e-3
+  config = lambda conv: ensemble.TrainConfig(
+      models.from_linen(cnn_mnist.CNN(), conv=conv), optimizer=optax.adam,
+      optimizer_kwargs={"learning_rate": learning_rate}, n_members=args.members,
+      batch_size=batch_size, epochs=1)
+  rows = []
+  for name, fn in (
+      ("Flax workflow, a Python loop over members", lambda: flax_loop(
+          images, args.members, 1, batch_size, learning_rate)),
+      ("jaxens, all members vmapped, conv as patches", lambda: jaxens_vmapped(
+          config("patches"), images))):
+    with_compile, _ = timed(fn)
+    without_compile, _ = timed(fn)
+    rows.append((name, with_compile, without_compile))
+  n_steps = args.cnn_train // batch_size
+  print(f"\nFlax CNN, E={args.members}, {n_steps} steps of batch {batch_size}, Adam, 1 epoch "
+        f"({args.cnn_train} images) plus validation on 1000:")
+  print("| workflow | s incl. compile | s excl. compile | s per step (excl.) | "
+        "speed-up vs the loop (incl. / excl. compile) |")
+  print("|---|---|---|---|---|")
+  for name, with_compile, without_compile in rows:
+    print(f"| {name} | {with_compile:.1f} | {without_compile:.1f} | "
+          f"{without_compile / n_steps:.3f} | {rows[0][1] / with_compile:.2f}x / "
+          f"{rows[0][2] / without_compile:.2f}x |", flush=True)
+  native_images = data_lib.subset(images, args.cnn_native_steps * batch_size, 1000, 0)
+  native = config("native")
+  timed(lambda: jaxens_vmapped(native, native_images))
+  seconds, _ = timed(lambda: jaxens_vmapped(native, native_images))
+  print(f"jaxens vmapped with native convolutions (grouped under vmap): {seconds:.1f} s for "
+        f"{args.cnn_native_steps} steps, {seconds / args.cnn_native_steps:.3f} s per step "
+        f"including the validation pass")
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--epochs", type=int, default=3)
@@ -160,9 +246,20 @@ def main():
   parser.add_argument("--torch-device", default="cpu", help="'cuda' on a GPU machine")
   parser.add_argument("--matmul-size", type=int, default=None,
                       help="side of the reference matmul; default 2048 on a CPU, 8192 else")
+  parser.add_argument("--skip-mlp", action="store_true", help="only the Flax CNN rows")
+  parser.add_argument("--cnn-train", type=int, default=12800,
+                      help="training images of the Flax CNN rows; 0 skips them")
+  parser.add_argument("--cnn-native-steps", type=int, default=5)
   args = parser.parse_args()
-
   splits = data_lib.load_mnist()
+  if not args.skip_mlp:
+    mlp_rows(args, splits)
+  if args.cnn_train:
+    cnn_rows(args, splits)
+
+
+def mlp_rows(args, splits):
+  """The E1 pool: PyTorch, jaxens one member at a time, jaxens vmapped; scaling; matmul rates."""
   cfg = ensemble.TrainConfig(MODEL, n_members=args.members, epochs=args.epochs,
                              data_order=args.data_order)
   n_steps = len(splits.train.y) // cfg.batch_size
