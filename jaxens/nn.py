@@ -352,7 +352,9 @@ def max_norm(params, c):
 
   For every dense kernel ``W`` (fan_in, fan_out), column ``j`` becomes
   :math:`W_{:,j} \cdot \min(1, c / \lVert W_{:,j} \rVert_2)` (Keras ``MaxNorm(c)``, axis 0).
-  Other parameters are unchanged. Works on a single network or a stacked ensemble.
+  Other parameters are unchanged. Works on a single network or a stacked ensemble. The norm
+  runs over axis -2 only, so a convolution kernel (..., in, out) is constrained per spatial
+  tap, not over its whole receptive field.
   """
   def project(path, leaf):
     if not _is_kernel(path):
