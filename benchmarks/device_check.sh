@@ -8,7 +8,7 @@ mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import jax, optax, torch; print('jax', jax.__version__, jax.devices(), 'optax', optax.__version__, 'torch', torch.__version__)"
 timeout 280 python3 -m benchmarks.ensemble_train --scaling 1,10,100,1000 --torch-device cuda \
-  --torch-threads "$(nproc)" \
+  --torch-threads "$(nproc)" --cnn-train 0 \
   2>&1 | tee "$OUT/ensemble_train_gpu.txt"
 echo "benchmark rc=${PIPESTATUS[0]}"
 timeout 200 python3 -m experiments.sharpness_batch_size --config.preset=gpu --workdir /tmp/e4 \

@@ -21,8 +21,8 @@ on the first ``--cnn-train`` training images (batch 128, Adam 1e-3, one epoch, v
 1000 images), trained
 1. by the Flax examples' workflow: a Python loop over members, each a jitted train step per
    minibatch (native convolutions);
-2. by jaxens as one vmapped program, convolutions as patches and a matmul
-   (``from_linen(conv="patches")``, the CPU default);
+2. by jaxens as one vmapped program with ``from_linen(conv="auto")``: on a CPU, convolutions
+   as patches and a matmul;
 3. by jaxens as one vmapped program with native convolutions, which ``vmap`` turns into grouped
    convolutions: timed over ``--cnn-native-steps`` steps only, since it is ~35x slower.
 """
@@ -33,12 +33,12 @@ import dataclasses
 import os
 import time
 
-import experiments  # noqa: F401  One XLA host device per core; must precede the JAX import.
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+from experiments import _cli
 from experiments import cnn_mnist
 from jaxens import data as data_lib
 from jaxens import ensemble
@@ -209,8 +209,8 @@ def cnn_rows(args, splits):
   for name, fn in (
       ("Flax workflow, a Python loop over members", lambda: flax_loop(
           images, args.members, 1, batch_size, learning_rate)),
-      ("jaxens, all members vmapped, conv as patches", lambda: jaxens_vmapped(
-          config("patches"), images))):
+      (f"jaxens, all members vmapped, conv='auto' ({jax.default_backend()})",
+       lambda: jaxens_vmapped(config("auto"), images))):
     with_compile, _ = timed(fn)
     without_compile, _ = timed(fn)
     rows.append((name, with_compile, without_compile))
@@ -251,6 +251,7 @@ def main():
                       help="training images of the Flax CNN rows; 0 skips them")
   parser.add_argument("--cnn-native-steps", type=int, default=5)
   args = parser.parse_args()
+  _cli.use_every_core()
   splits = data_lib.load_mnist()
   if not args.skip_mlp:
     mlp_rows(args, splits)

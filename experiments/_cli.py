@@ -85,9 +85,29 @@ class Stopwatch:
     self.seconds = time.perf_counter() - self._start
 
 
+def use_every_core():
+  """One XLA host device per CPU core, so that jaxens shards the members over every core.
+
+  On a CPU-only machine XLA shows a single device that runs one program at a time, so a
+  second core would sit idle. Call it before JAX computes anything; a device count already
+  chosen (``jax_num_cpu_devices`` or ``--xla_force_host_platform_device_count``) is kept.
+  """
+  import jax
+  if ("xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "")
+      or jax.config.jax_num_cpu_devices > 0):
+    return
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  try:
+    jax.config.update("jax_num_cpu_devices", cores)
+  except RuntimeError:  # The backend is already running: keep its devices.
+    pass
+
+
 def main(default_config, run, print_summary, *, default_workdir, argv=None):
-  """The body of every experiment's ``main``: parse flags, run, print the table and timing."""
+  """The body of every experiment's ``main``: parse flags, use every core, run, print the
+  table and timing."""
   config, workdir = parse_args(default_config, argv, default_workdir=default_workdir)
+  use_every_core()
   with Stopwatch() as wall:
     summary = run(config, workdir)
   print_summary(summary)
