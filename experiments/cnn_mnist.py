@@ -18,6 +18,7 @@ import flax.linen as linen
 import numpy as np
 
 from experiments import _cli
+from experiments import _mnist
 from jaxens import data as data_lib
 from jaxens import ensemble
 from jaxens import losses
@@ -37,17 +38,10 @@ class CNN(linen.Module):
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(_mnist.MnistData):
   train: ensemble.TrainConfig = dataclasses.field(default_factory=lambda: ensemble.TrainConfig(
       model=models.from_linen(CNN()), optimizer="adam", n_members=10, batch_size=128,
       epochs=2, optimizer_kwargs={"learning_rate": 1e-3}))
-  data_source: str = "auto"
-  data_dir: str = None
-  val_fraction: float = 0.25
-  data_seed: int = 0
-  n_train: int = None
-  n_val: int = None
-  n_test: int = None
 
 
 def as_images(splits):
@@ -56,9 +50,7 @@ def as_images(splits):
 
 def run(config, workdir):
   os.makedirs(workdir, exist_ok=True)
-  splits = data_lib.load_mnist(config.data_source, config.val_fraction, config.data_seed,
-                               config.data_dir)
-  splits = as_images(data_lib.subset(splits, config.n_train, config.n_val, config.n_test))
+  splits = as_images(_mnist.load(config))
   with _cli.Stopwatch() as train_time:
     result = ensemble.train(config.train, splits)
   test_probs = np.asarray(ensemble.predict(config.train, result.best_params, result.best_state,

@@ -29,7 +29,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from experiments import _cli  # noqa: E402
-from jaxens import data as data_lib  # noqa: E402
+from experiments import _mnist  # noqa: E402
 from jaxens import ensemble  # noqa: E402
 from jaxens import losses  # noqa: E402
 from jaxens import nn  # noqa: E402
@@ -38,18 +38,10 @@ from jaxens import sharpness  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(_mnist.MnistData):
   """The published E1 pool; ``init="torch"`` because the published members are PyTorch MLPs."""
   train: ensemble.TrainConfig = dataclasses.field(
       default_factory=lambda: ensemble.TrainConfig(model=nn.MLPConfig(init="torch")))
-  data_source: str = "auto"
-  data_dir: str = None
-  val_fraction: float = 0.25
-  data_seed: int = 0
-  # Subsets for quick runs (None: the whole split).
-  n_train: int = None
-  n_val: int = None
-  n_test: int = None
   selection_losses: tuple = ("log_loss", "accuracy")
   max_iter: int = 10
   long_max_iter: int = 100
@@ -63,9 +55,7 @@ class Config:
 def run(config, workdir):
   """Trains the pool, evaluates every member, writes the artefacts; returns the summary."""
   os.makedirs(workdir, exist_ok=True)
-  splits = data_lib.load_mnist(config.data_source, config.val_fraction, config.data_seed,
-                               config.data_dir)
-  splits = data_lib.subset(splits, config.n_train, config.n_val, config.n_test)
+  splits = _mnist.load(config)
   with _cli.Stopwatch() as train_time:
     result = ensemble.train(config.train, splits)
     result.best_params["dense_0"]["kernel"].block_until_ready()

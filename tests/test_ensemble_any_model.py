@@ -4,7 +4,6 @@ per-member regularisation train through the same vectorised trainer."""
 import dataclasses
 
 import flax.linen as linen
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
