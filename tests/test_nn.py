@@ -213,14 +213,22 @@ def test_bn_noise_changes_training_output_only():
 
 
 def test_bn_noise_follows_santurkar_ranges():
+  # a_ij <- s_ij * a_ij + m_ij: with one key, a = 0 shows the shift m alone and the difference
+  # between a = 2 and a = 1 shows the scale s alone, so a swap of the two noises fails.
   noise = nn.BNNoise()
-  a = jnp.ones((512, 64))
-  out = nn._bn_noise(noise, jax.random.PRNGKey(0), a)
-  # With a = 1, out = s + m, and s + m lies in [1 - 0.5 - 0.2, 1.25 + 0.5 + 0.2].
-  assert float(out.min()) >= 0.3 and float(out.max()) <= 1.95
-  # Per activation, the per-example spread comes from the +-0.1 jitters alone.
-  spread = out.max(axis=0) - out.min(axis=0)
-  assert float(spread.max()) <= 0.4 + 1e-6
+  key = jax.random.PRNGKey(0)
+  shift = nn._bn_noise(noise, key, jnp.zeros((512, 64)))
+  scale = nn._bn_noise(noise, key, jnp.full((512, 64), 2.0)) - nn._bn_noise(
+      noise, key, jnp.ones((512, 64)))
+  # m in mu +- 0.1 with mu in [-0.5, 0.5]; s in sigma +- 0.1 with sigma in [1, 1.25].
+  assert float(shift.min()) >= -0.6 and float(shift.max()) <= 0.6
+  assert float(scale.min()) >= 0.9 - 1e-5 and float(scale.max()) <= 1.35 + 1e-5
+  # Per activation, the per-example spread comes from the +-0.1 jitters alone, and the
+  # per-activation centres cover their ranges.
+  for part in (shift, scale):
+    assert float((part.max(axis=0) - part.min(axis=0)).max()) <= 0.2 + 1e-5
+  assert float(shift.mean(axis=0).max() - shift.mean(axis=0).min()) > 0.5
+  assert float(scale.mean(axis=0).max() - scale.mean(axis=0).min()) > 0.15
 
 
 def test_wrong_input_width_names_the_expected_width():
@@ -248,15 +256,29 @@ def test_bad_config_names_the_argument(kwargs, argument):
     nn.MLPConfig(**kwargs)
 
 
+def _uniform_in(bound, leaf):
+  """Within (-bound, bound) and spread like U(-bound, bound): std bound/sqrt(3)."""
+  leaf = np.asarray(leaf)
+  return np.abs(leaf).max() <= bound and abs(leaf.std() * np.sqrt(3) / bound - 1) < 0.05
+
+
 @pytest.mark.parametrize("init, check", [
-    ("uniform:0.05", lambda k: float(jnp.abs(k).max()) <= 0.05),
-    ("torch", lambda k: float(jnp.abs(k).max()) <= 1 / np.sqrt(784)),
+    ("uniform:0.05", lambda k: _uniform_in(0.05, k)),
+    ("torch", lambda k: _uniform_in(1 / np.sqrt(784), k)),
     ("lecun_normal", lambda k: abs(float(k.std()) * np.sqrt(784) - 1.0) < 0.1),
     ("he_uniform", lambda k: abs(float(k.std()) * np.sqrt(784 / 2) - 1.0) < 0.05),
 ])
 def test_initialisers(init, check):
   params, _ = nn.mlp_init(KEY, nn.MLPConfig(init=init))
   assert check(params["dense_0"]["kernel"])
+
+
+def test_torch_init_draws_biases_like_nn_linear():
+  params, _ = nn.mlp_init(KEY, nn.MLPConfig(sizes=(784, 3000, 2000), init="torch"))
+  assert _uniform_in(1 / np.sqrt(784), params["dense_0"]["bias"])
+  assert _uniform_in(1 / np.sqrt(3000), params["dense_1"]["bias"])
+  zero_bias, _ = nn.mlp_init(KEY, nn.MLPConfig(sizes=(784, 3000, 10)))
+  assert not np.any(zero_bias["dense_0"]["bias"])  # Other initialisers start biases at 0.
 
 
 def test_max_norm_projects_each_units_incoming_weights():

@@ -257,7 +257,8 @@ def test_toy_greedy_approaches_min_variance_weights():
   y = jnp.zeros(preds.shape[1])
   closed_form = np.asarray(select.min_variance_weights(preds, y))
   sel = select.greedy(preds, y, loss="mse", max_iter=1000)
-  assert np.sum(np.abs(np.asarray(sel.final_weights) - closed_form)) <= 0.05
+  # Measured: 0.0027; a selector twice as far off fails.
+  assert np.sum(np.abs(np.asarray(sel.final_weights) - closed_form)) <= 0.004
   # The empirical closed form is near the population one, w_i proportional to 1/sigma_i^2.
   population = (1 / variances) / np.sum(1 / variances)
   assert np.sum(np.abs(closed_form - population)) <= 0.05
