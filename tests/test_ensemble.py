@@ -51,7 +51,7 @@ def _member(tree, i):
 
 @pytest.mark.parametrize("data_order", ensemble.DATA_ORDERS)
 def test_member_of_vmapped_run_equals_single_run(data_order):
-  cfg = _config(data_order=data_order)
+  cfg = _config(data_order=data_order, epochs=2)
   splits = _splits()
   full = ensemble.train(cfg, splits, progress=False)
   alone = ensemble.train(cfg, splits, members=[2], progress=False)
@@ -69,6 +69,11 @@ def test_data_orders_differ_as_documented():
   assert not (independent[0] == independent[1]).all()
   assert sorted(independent[0].ravel()) == list(range(256))
   assert len(set(bootstrap[0].ravel())) < 256  # Resampled with replacement.
+  # Over epochs a member keeps its one resample and reshuffles it.
+  second_epoch = np.asarray(_keys.epoch_order(
+      "bootstrap", 16, ensemble.member_key(0, 0), jax.random.PRNGKey(0), 1, 256, 16))
+  assert sorted(second_epoch.ravel()) == sorted(bootstrap[0].ravel())
+  assert not (second_epoch == bootstrap[0]).all()
 
 
 @pytest.mark.parametrize("init, seed", [("torch", 5), ("glorot_uniform", 2**31),

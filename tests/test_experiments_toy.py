@@ -4,6 +4,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 
 from experiments import toy_min_variance
 
@@ -21,16 +22,17 @@ def test_toy_min_variance_tiny(tmp_path, capsys):
 
   assert summary["config"]["max_iter"] == 40
   assert set(summary["l1_to_closed_form"]) == {"10", "40"}  # 1000 > max_iter is dropped
-  for distances in summary["l1_to_closed_form"].values():
-    assert 0 <= distances["closed_form"] <= 2 and 0 <= distances["population"] <= 2
   assert summary["l1_to_closed_form"]["40"]["closed_form"] < 0.2
-  for name in ("greedy", "closed_form", "population"):
-    np.testing.assert_allclose(np.sum(summary["weights"][name]), 1.0, rtol=1e-5)
+  # More steps bring greedy closer to the closed form.
+  assert (summary["l1_to_closed_form"]["40"]["closed_form"]
+          < summary["l1_to_closed_form"]["10"]["closed_form"])
 
   loss = summary["loss"]
   # The closed form is the optimum over weights summing to 1 on this very sample.
   assert loss["closed_form"] <= loss["greedy"]["40"] * (1 + 1e-5)
   assert loss["greedy"]["40"] <= min(loss["plain_average"], loss["best_single"])
-  # sigma^2 runs from 10 to 1, so the best single model has error variance near 1.
+  # sigma^2 runs from 10 to 1, so the best single model has error variance near 1, and the
+  # sample's optimum lies near the population's 1 / sum(1 / sigma^2) (sampling error on 400
+  # draws is a few percent; a wrong variance schedule moves it by tens of percent).
   assert 0.6 < loss["best_single"] < 1.4
-  np.testing.assert_allclose(loss["population_optimum"], 1 / np.sum(1 / np.linspace(10, 1, 4)))
+  assert loss["closed_form"] == pytest.approx(1 / np.sum(1 / np.linspace(10, 1, 4)), rel=0.15)
