@@ -1,7 +1,6 @@
 """The loss a member trains on, the metrics it reports, and what ``predict`` returns.
 
 A task turns ``TrainConfig.loss`` into:
-- ``loss(out, y)``: the mean training loss of a batch;
 - ``metrics(out, y)``: the batch means that the history records (``loss`` first);
 - ``finish(means)``: metrics derived from those means (RMSE from the mean squared error);
 - ``predict(out)``: what ``ensemble.predict`` returns (probabilities for cross-entropy);
@@ -26,7 +25,6 @@ def _identity(out):
 
 class Task(NamedTuple):
   metric_names: tuple
-  loss: Callable
   metrics: Callable
   finish: Callable
   predict: Callable
@@ -92,14 +90,14 @@ def _custom(loss_fn):
       raise ValueError(f"loss: expected loss(out, y) to return one value per example, "
                        f"got shape {per_example.shape} for a batch of {n}")
 
-  return Task(("loss",), mean_loss, lambda out, y: {"loss": mean_loss(out, y)},
+  return Task(("loss",), lambda out, y: {"loss": mean_loss(out, y)},
               _identity, _identity, check_targets)
 
 
-_CROSS_ENTROPY = Task(("loss", "accuracy"), losses.log_loss_from_logits, _cross_entropy_metrics,
+_CROSS_ENTROPY = Task(("loss", "accuracy"), _cross_entropy_metrics,
                       _identity, functools.partial(jax.nn.softmax, axis=-1), _check_labels)
-_MSE = Task(("loss", "rmse"), lambda out, y: jnp.mean(_squared_errors(out, y)),
-            lambda out, y: {"loss": jnp.mean(_squared_errors(out, y))}, _finish_regression,
+_MSE = Task(("loss", "rmse"), lambda out, y: {"loss": jnp.mean(_squared_errors(out, y))},
+            _finish_regression,
             _identity, _check_regression_targets)
 
 
