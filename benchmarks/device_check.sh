@@ -11,7 +11,7 @@ timeout 280 python3 -m benchmarks.ensemble_train --scaling 1,10,100,1000 --torch
   --torch-threads "$(nproc)" --cnn-train 0 \
   2>&1 | tee "$OUT/ensemble_train_gpu.txt"
 echo "benchmark rc=${PIPESTATUS[0]}"
-timeout 200 python3 -m experiments.sharpness_batch_size --config.preset=gpu --workdir /tmp/e4 \
+timeout 200 python3 -m experiments.sharpness_batch_size --config=configs/sharpness_batch_size.py:gpu --workdir /tmp/e4 \
   > "$OUT/e4_gpu_log.txt" 2>&1
 echo "e4 rc=$?"
 tail -30 "$OUT/e4_gpu_log.txt"

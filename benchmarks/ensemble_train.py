@@ -31,21 +31,22 @@ import argparse
 import copy
 import dataclasses
 import os
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from experiments import _cli
+from experiments import app
+from experiments import baselines
 from experiments import cnn_mnist
+from experiments import ensemble_mnist
+from experiments import reporting
 from jaxens import data as data_lib
 from jaxens import ensemble
 from jaxens import models
-from jaxens import nn
 
-MODEL = nn.MLPConfig(init="torch")
+MODEL = ensemble_mnist.Config().model()
 
 
 def matmul_gflops(n, repeats=20):
@@ -53,11 +54,7 @@ def matmul_gflops(n, repeats=20):
   a = jnp.asarray(np.random.default_rng(0).random((n, n), np.float32))
   f = jax.jit(lambda m: m @ m)
   f(a).block_until_ready()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    f(a).block_until_ready()
-    times.append(time.perf_counter() - start)
+  times = [reporting.seconds(f, a)[0] for _ in range(repeats)]
   return 2 * n**3 / np.median(times) / 1e9
 
 
@@ -116,11 +113,7 @@ def torch_workflow(splits, n_members, epochs, threads, device, batch_size=32):
   accuracies = []
   for member in range(n_members):
     torch.manual_seed(member)
-    sizes = MODEL.sizes
-    layers = []
-    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
-      layers += [torch.nn.Linear(fan_in, fan_out), torch.nn.ReLU()]
-    model = torch.nn.Sequential(*layers[:-1]).to(device)
+    model = baselines.torch_mlp(torch, MODEL).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = torch.nn.CrossEntropyLoss()
     best_loss, best_state = float("inf"), None
@@ -144,10 +137,7 @@ def torch_workflow(splits, n_members, epochs, threads, device, batch_size=32):
 
 
 def timed(fn):
-  start = time.perf_counter()
-  out = fn()
-  jax.block_until_ready(out)
-  return time.perf_counter() - start, out
+  return reporting.seconds(fn)
 
 
 def jaxens_vmapped(cfg, splits):
@@ -164,14 +154,11 @@ def flax_loop(splits, n_members, epochs, batch_size, learning_rate):
   validation loss after every epoch and the best parameters kept."""
   module, tx = cnn_mnist.CNN(), optax.adam(learning_rate)
 
-  @jax.jit
-  def train_step(params, opt_state, x, y):
-    def loss_fn(p):
-      logits = module.apply({"params": p}, x, train=True)
-      return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-    loss, grads = jax.value_and_grad(loss_fn)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
+  def loss_fn(params, x, y):
+    logits = module.apply({"params": params}, x, train=True)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+  train_step = jax.jit(baselines.optax_step(loss_fn, tx))
 
   @jax.jit
   def val_loss(params, x, y):
@@ -217,13 +204,13 @@ def cnn_rows(args, splits):
   n_steps = args.cnn_train // batch_size
   print(f"\nFlax CNN, E={args.members}, {n_steps} steps of batch {batch_size}, Adam, 1 epoch "
         f"({args.cnn_train} images) plus validation on 1000:")
-  print("| workflow | s incl. compile | s excl. compile | s per step (excl.) | "
-        "speed-up vs the loop (incl. / excl. compile) |")
-  print("|---|---|---|---|---|")
-  for name, with_compile, without_compile in rows:
-    print(f"| {name} | {with_compile:.1f} | {without_compile:.1f} | "
-          f"{without_compile / n_steps:.3f} | {rows[0][1] / with_compile:.2f}x / "
-          f"{rows[0][2] / without_compile:.2f}x |", flush=True)
+  print(reporting.markdown_table(
+      ("workflow", "s incl. compile", "s excl. compile", "s per step (excl.)",
+       "speed-up vs the loop (incl. / excl. compile)"),
+      [(name, f"{with_compile:.1f}", f"{without_compile:.1f}",
+        f"{without_compile / n_steps:.3f}",
+        f"{rows[0][1] / with_compile:.2f}x / {rows[0][2] / without_compile:.2f}x")
+       for name, with_compile, without_compile in rows]), flush=True)
   native_images = data_lib.subset(images, args.cnn_native_steps * batch_size, 1000, 0)
   native = config("native")
   timed(lambda: jaxens_vmapped(native, native_images))
@@ -251,7 +238,7 @@ def main():
                       help="training images of the Flax CNN rows; 0 skips them")
   parser.add_argument("--cnn-native-steps", type=int, default=5)
   args = parser.parse_args()
-  _cli.use_every_core()
+  app.use_every_core()
   splits = data_lib.load_mnist()
   if not args.skip_mlp:
     mlp_rows(args, splits)
@@ -291,26 +278,27 @@ def mlp_rows(args, splits):
     rows.append((name, with_compile, without_compile, accuracy))
 
   reference_name, reference = min(rows[:n_torch_rows] or rows, key=lambda row: row[1])[:2]
-  print(f"\n| workflow | train() s incl. compile | s excl. compile | speed-up vs the fastest "
-        f"{reference_name.split(',')[0]} (incl. compile) | GFLOP/s | % of matmul rate | "
-        "mean val acc (last epoch) |")
-  print("|---|---|---|---|---|---|---|")
-  for name, with_compile, without_compile, accuracy in rows:
-    rate = total_gflop / without_compile
-    print(f"| {name} | {with_compile:.1f} | {without_compile:.1f} | "
-          f"{reference / with_compile:.1f}x | {rate:.1f} | {100 * rate / peak:.0f}% | "
-          f"{accuracy:.4f} |")
+  print()
+  print(reporting.markdown_table(
+      ("workflow", "train() s incl. compile", "s excl. compile",
+       f"speed-up vs the fastest {reference_name.split(',')[0]} (incl. compile)", "GFLOP/s",
+       "% of matmul rate", "mean val acc (last epoch)"),
+      [(name, f"{with_compile:.1f}", f"{without_compile:.1f}", f"{reference / with_compile:.1f}x",
+        f"{total_gflop / without_compile:.1f}", f"{100 * total_gflop / without_compile / peak:.0f}%",
+        f"{accuracy:.4f}") for name, with_compile, without_compile, accuracy in rows]))
 
   print("\nScaling over E (1 epoch, vmapped, compile excluded):")
-  print("| E | s per epoch | member-epochs per s | GFLOP/s | % of matmul rate |")
-  print("|---|---|---|---|---|")
+  scaling = []
   for n_members in (int(e) for e in args.scaling.split(",")):
     scaled = dataclasses.replace(cfg, n_members=n_members, epochs=1)
     timed(lambda: jaxens_vmapped(scaled, splits))
     seconds, _ = timed(lambda: jaxens_vmapped(scaled, splits))
     rate = n_members * n_steps * flops_per_step(MODEL, cfg.batch_size) / 1e9 / seconds
-    print(f"| {n_members} | {seconds:.2f} | {n_members / seconds:.2f} | {rate:.1f} | "
-          f"{100 * rate / peak:.0f}% |", flush=True)
+    scaling.append((n_members, f"{seconds:.2f}", f"{n_members / seconds:.2f}", f"{rate:.1f}",
+                    f"{100 * rate / peak:.0f}%"))
+  print(reporting.markdown_table(
+      ("E", "s per epoch", "member-epochs per s", "GFLOP/s", "% of matmul rate"), scaling),
+      flush=True)
 
   # What the optimizer's element-wise update costs: the same epoch with plain SGD.
   one_epoch = dataclasses.replace(cfg, epochs=1)

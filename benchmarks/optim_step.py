@@ -2,8 +2,8 @@
 
     python -m benchmarks.optim_step [--repeats 15] [--calls 20] [--steps 1407]
 
-Each jaxens optimizer is paired with the optax optimizer that computes the same update
-(mapped parameters, see ``PAIRS``). Two workloads, timed side by side in one run:
+Each jaxens optimizer is paired with the optax optimizer that computes the same update,
+``optim.equivalent``'s (see ``PAIRS``). Two workloads, timed side by side in one run:
 
 1. ``update``: one jitted ``update`` + ``apply_updates`` on a float32 pytree of 1,000,640
    parameters in four leaves (a 784x1024 and a 1024x192 kernel with their biases);
@@ -25,39 +25,30 @@ table gives medians and the ratio jaxens / optax (above 1: jaxens is slower).
 """
 
 import argparse
+import functools
 import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxens import losses
+from experiments import baselines
+from experiments import reporting
 from jaxens import nn
 from jaxens import optim
 
-# name -> (jaxens optimizer, optax optimizer computing the same update)
+# name -> (jaxens alias, its arguments); optax's side is ``optim.equivalent``'s.
 PAIRS = {
-    "momentum": (lambda: optim.momentum(0.01, mu=0.9),
-                 lambda: optax.sgd(0.01, momentum=0.9)),
-    "nesterov": (lambda: optim.nesterov(0.01, mu=0.9),
-                 lambda: optax.sgd(0.01, momentum=0.9, nesterov=True)),
-    "momentum lr_in_buffer": (
-        lambda: optim.momentum(0.01, mu=0.9, lr_in_buffer=True),
-        lambda: optax.chain(optax.scale_by_learning_rate(0.01), optax.trace(0.9))),
-    "nesterov lr_in_buffer": (
-        lambda: optim.nesterov(0.01, mu=0.9, lr_in_buffer=True),
-        lambda: optax.chain(optax.scale_by_learning_rate(0.01),
-                            optax.trace(0.9, nesterov=True))),
-    "rmsprop": (lambda: optim.rmsprop(1e-3, rho=0.9, eps=1e-8),
-                lambda: optax.rmsprop(1e-3, decay=0.9, eps=1e-8, eps_in_sqrt=False)),
-    "adam": (lambda: optim.adam(1e-3, b1=0.9, b2=0.999, eps=1e-8),
-             lambda: optax.adam(1e-3, b1=0.9, b2=0.999, eps=1e-8)),
-    "adagrad": (lambda: optim.adagrad(0.01, eps=1e-7, initial_accumulator=0.1, eps_in_sqrt=True),
-                lambda: optax.adagrad(0.01, initial_accumulator_value=0.1, eps=1e-7)),
-    "adadelta": (lambda: optim.adadelta(1.0, rho=0.95, eps=1e-6),
-                 lambda: optax.adadelta(1.0, rho=0.95, eps=1e-6)),
+    "momentum": ("momentum", dict(learning_rate=0.01, mu=0.9)),
+    "nesterov": ("nesterov", dict(learning_rate=0.01, mu=0.9)),
+    "momentum lr_in_buffer": ("momentum", dict(learning_rate=0.01, mu=0.9, lr_in_buffer=True)),
+    "nesterov lr_in_buffer": ("nesterov", dict(learning_rate=0.01, mu=0.9, lr_in_buffer=True)),
+    "rmsprop": ("rmsprop", dict(learning_rate=1e-3, rho=0.9, eps=1e-8)),
+    "adam": ("adam", dict(learning_rate=1e-3, b1=0.9, b2=0.999, eps=1e-8)),
+    "adagrad": ("adagrad", dict(learning_rate=0.01, eps=1e-7, initial_accumulator=0.1,
+                                eps_in_sqrt=True)),
+    "adadelta": ("adadelta", dict(learning_rate=1.0, rho=0.95, eps=1e-6)),
 }
 IMPLEMENTATIONS = ("jaxens", "optax")
 
@@ -85,18 +76,18 @@ def _update_workload(opt, calls):
   first = jax.block_until_ready(step(params, state, grads))  # compiles
 
   def run():
-    start = time.perf_counter()
-    for _ in range(calls):
-      out = step(params, state, grads)
-    jax.block_until_ready(out)
-    return (time.perf_counter() - start) / calls
+    with reporting.Stopwatch() as watch:
+      for _ in range(calls):
+        out = step(params, state, grads)
+      jax.block_until_ready(out)
+    return watch.seconds / calls
 
   return run, first[0]
 
 
 def _epoch_workload(opt, steps, batch_size=32, n_train=45_000):
   """Returns ``(run, result)``: ``run()`` times one jitted epoch of ``steps`` steps."""
-  cfg = nn.MLPConfig(sizes=(784, 100, 100, 100, 10))
+  cfg = nn.MLPConfig()  # the seed MLP, 784-100-100-100-10 ReLU
   params, mlp_state = nn.mlp_init(jax.random.PRNGKey(0), cfg)
   rng = np.random.default_rng(0)
   x = rng.random((n_train, 784), dtype=np.float32)
@@ -104,28 +95,17 @@ def _epoch_workload(opt, steps, batch_size=32, n_train=45_000):
   order = rng.permutation(n_train)[np.arange(steps * batch_size) % n_train]
   x_batches = jnp.asarray(x[order].reshape(steps, batch_size, 784))
   y_batches = jnp.asarray(y[order].reshape(steps, batch_size))
-
-  def loss_fn(params, xb, yb):
-    logits, _ = nn.mlp_apply(cfg, params, mlp_state, xb, train=True)
-    return losses.log_loss_from_logits(logits, yb)
-
-  def step(carry, batch):
-    params, state = carry
-    grads = jax.grad(loss_fn)(params, *batch)
-    updates, state = opt.update(grads, state, params)
-    return (optax.apply_updates(params, updates), state), None
+  run_steps = baselines.scan_steps(baselines.optax_step(baselines.mlp_loss(cfg, mlp_state), opt))
 
   @jax.jit
   def epoch(params, state):
-    return jax.lax.scan(step, (params, state), (x_batches, y_batches))[0]
+    return run_steps(params, state, x_batches, y_batches)[:2]
 
   state = opt.init(params)
   first = jax.block_until_ready(epoch(params, state))  # compiles
 
   def run():
-    start = time.perf_counter()
-    jax.block_until_ready(epoch(params, state))
-    return time.perf_counter() - start
+    return reporting.seconds(epoch, params, state)[0]
 
   return run, first[0]
 
@@ -156,7 +136,9 @@ def main(argv=None):
         f"epoch: {args.steps} steps of batch 32\n")
 
   rows = []
-  for name, factories in PAIRS.items():
+  for name, (alias, kwargs) in PAIRS.items():
+    factories = (functools.partial(getattr(optim, alias), **kwargs),
+                 optim.equivalent(alias, "optax", **kwargs))
     row = [name]
     for workload, unit, scale in (
         (lambda opt: _update_workload(opt, args.calls), "ms", 1e3),
@@ -169,12 +151,10 @@ def main(argv=None):
     rows.append(row)
     print(" | ".join(row), flush=True)
 
-  headers = ["optimizer", "update jaxens", "update optax", "ratio", "max |Δθ|",
-             "epoch jaxens", "epoch optax", "ratio", "max |Δθ|"]
-  print("\n| " + " | ".join(headers) + " |\n|" + "---|" * len(headers))
-  for row in rows:
-    print("| " + " | ".join(row) + " |")
-  print("\nmax |Δθ|: largest parameter difference between the two after one update / one "
+  headers = ["optimizer", "update jaxens", "update optax", "ratio", "max abs Δθ",
+             "epoch jaxens", "epoch optax", "ratio", "max abs Δθ"]
+  print("\n" + reporting.markdown_table(headers, rows))
+  print("\nmax abs Δθ: largest parameter difference between the two after one update / one "
         "epoch (float32).")
 
 

@@ -27,12 +27,12 @@ jitted ``jnp.sum`` over a 400 MB float32 array; a log-loss step must read at lea
 import argparse
 import os
 import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments import reporting
 from jaxens import losses
 from jaxens import select
 
@@ -51,14 +51,15 @@ def _numpy_loss(loss, candidates, y):
 def published_loop(preds, y, loss, steps, budget_s):
   """Returns (seconds per step, steps timed). Python loops over steps and models."""
   mean_pred = preds[int(np.argmin([_numpy_loss(loss, p, y) for p in preds]))]
-  k, done, start = 1, 0, time.perf_counter()
-  while done < steps and (done == 0 or time.perf_counter() - start < budget_s):
-    scores = np.empty(len(preds))
-    for m, candidate in enumerate(preds):
-      scores[m] = _numpy_loss(loss, (k * mean_pred + candidate) / (k + 1), y)
-    mean_pred = (k * mean_pred + preds[np.argmin(scores)]) / (k + 1)
-    k, done = k + 1, done + 1
-  return (time.perf_counter() - start) / done, done
+  k, done = 1, 0
+  with reporting.Stopwatch() as clock:
+    while done < steps and (done == 0 or clock.elapsed() < budget_s):
+      scores = np.empty(len(preds))
+      for m, candidate in enumerate(preds):
+        scores[m] = _numpy_loss(loss, (k * mean_pred + candidate) / (k + 1), y)
+      mean_pred = (k * mean_pred + preds[np.argmin(scores)]) / (k + 1)
+      k, done = k + 1, done + 1
+  return clock.seconds / done, done
 
 
 def numpy_running_sum(preds, y, loss, steps, budget_s, *, true_class=False):
@@ -66,13 +67,14 @@ def numpy_running_sum(preds, y, loss, steps, budget_s, *, true_class=False):
   pool = np.take_along_axis(preds, y[None, :, None], axis=2)[..., 0] if true_class else preds
   running_sum = pool[int(np.argmin(_pool_loss(loss, pool, y, true_class)))].copy()
   candidates = np.empty_like(pool)
-  k, done, start = 1, 0, time.perf_counter()
-  while done < steps and (done == 0 or time.perf_counter() - start < budget_s):
-    np.add(running_sum[None], pool, out=candidates)
-    np.multiply(candidates, np.float32(1.0 / (k + 1)), out=candidates)
-    running_sum += pool[int(np.argmin(_pool_loss(loss, candidates, y, true_class)))]
-    k, done = k + 1, done + 1
-  return (time.perf_counter() - start) / done, done
+  k, done = 1, 0
+  with reporting.Stopwatch() as clock:
+    while done < steps and (done == 0 or clock.elapsed() < budget_s):
+      np.add(running_sum[None], pool, out=candidates)
+      np.multiply(candidates, np.float32(1.0 / (k + 1)), out=candidates)
+      running_sum += pool[int(np.argmin(_pool_loss(loss, candidates, y, true_class)))]
+      k, done = k + 1, done + 1
+  return clock.seconds / done, done
 
 
 def _pool_loss(loss, candidates, y, true_class):
@@ -82,12 +84,7 @@ def _pool_loss(loss, candidates, y, true_class):
 
 
 def _median_time(fn, repeats):
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
+  return statistics.median(reporting.seconds(fn)[0] for _ in range(repeats))
 
 
 class _CompileClock:
@@ -150,7 +147,7 @@ def main():
   headers = ["loss", "M", "published", "numpy", "numpy-tc", "jaxens", "jaxens e2e",
              "compile s", "pub/jaxens", "numpy/jaxens", "numpy-tc/jaxens", "bw GB/s",
              "jaxens GB/s", "step/floor"]
-  print("| " + " | ".join(headers) + " |\n|" + "---|" * len(headers))
+  print(reporting.markdown_table(headers, []))
   goals = []
   for n_models in [int(m) for m in args.models.split(",")]:
     preds, y = random_pool(n_models, args.samples, args.classes)
@@ -178,7 +175,7 @@ def main():
              f"{published / step:.3g}x", f"{numpy_step / step:.3g}x", tc[1],
              f"{bytes_per_s / 1e9:.1f}", f"{step_bytes / step / 1e9:.1f}",
              f"{step / floor:.2f}"]
-      print("| " + " | ".join(str(c) for c in row) + " |", flush=True)
+      print(reporting.markdown_row(row), flush=True)
       if n_models == 1000 and loss == "log_loss":
         speedup = numpy_step / step
         goals.append(f"log_loss: numpy/jaxens {speedup:.3g}x (goal >= 50x: "

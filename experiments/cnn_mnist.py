@@ -1,6 +1,6 @@
 """An ensemble of Flax CNNs on MNIST, trained as one vmapped program.
 
-    python -m experiments.cnn_mnist --workdir runs/cnn_mnist [--config.<field>=<value>]
+    python -m experiments.cnn_mnist [--config=configs/cnn_mnist.py] [--config.<field>=<value>]
 
 The network is the one of Flax's own ``examples/mnist``: 3x3 convolutions of 32 and 64
 channels, each followed by ReLU and 2x2 average pooling, then dense 256 and dense 10, written
@@ -17,8 +17,10 @@ import os
 import flax.linen as linen
 import numpy as np
 
-from experiments import _cli
 from experiments import _mnist
+from experiments import app
+from experiments import reporting
+from experiments import training
 from jaxens import data as data_lib
 from jaxens import ensemble
 from jaxens import losses
@@ -37,11 +39,14 @@ class CNN(linen.Module):
     return linen.Dense(10)(x)
 
 
-@dataclasses.dataclass(frozen=True)
-class Config(_mnist.MnistData):
-  train: ensemble.TrainConfig = dataclasses.field(default_factory=lambda: ensemble.TrainConfig(
-      model=models.from_linen(CNN()), optimizer="adam", n_members=10, batch_size=128,
-      epochs=2, optimizer_kwargs={"learning_rate": 1e-3}))
+@dataclasses.dataclass
+class Config(_mnist.MnistData, training.Training):
+  """MNIST as in :class:`_mnist.MnistData`; E=10 CNNs, Adam 1e-3, batch 128, 2 epochs."""
+  batch_size: int = 128
+  epochs: int = 2
+
+  def train_config(self):
+    return super().train_config(models.from_linen(CNN()))
 
 
 def as_images(splits):
@@ -51,9 +56,10 @@ def as_images(splits):
 def run(config, workdir):
   os.makedirs(workdir, exist_ok=True)
   splits = as_images(_mnist.load(config))
-  with _cli.Stopwatch() as train_time:
-    result = ensemble.train(config.train, splits)
-  test_probs = np.asarray(ensemble.predict(config.train, result.best_params, result.best_state,
+  train_config = config.train_config()
+  with reporting.Stopwatch() as train_time:
+    result = ensemble.train(train_config, splits)
+  test_probs = np.asarray(ensemble.predict(train_config, result.best_params, result.best_state,
                                            splits.test.x))
   test_accuracy = np.asarray(losses.accuracy(test_probs, splits.test.y), np.float64)
   summary = {
@@ -68,12 +74,13 @@ def run(config, workdir):
       "mean_test_accuracy": float(test_accuracy.mean()),
       "average_test_accuracy": float(losses.accuracy(test_probs.mean(0), splits.test.y)),
   }
-  _cli.write_summary(workdir, summary)
+  reporting.write_summary(workdir, summary)
+  reporting.write_metrics(workdir, reporting.history_rows(result.history))
   return summary
 
 
 def print_summary(summary):
-  print(_cli.markdown_table(
+  print(reporting.markdown_table(
       ("member", "best epoch", "val loss", "val acc", "test acc"),
       [(f"M{i}", int(epoch) + 1, f"{summary['history']['val_loss'][i][epoch]:.4f}",
         f"{summary['history']['val_accuracy'][i][epoch]:.4f}", f"{acc:.4f}")
@@ -86,9 +93,5 @@ def print_summary(summary):
         f"{summary['n_devices']} device(s) ({summary['n_train']} training examples)")
 
 
-def main(argv=None):
-  return _cli.main(Config(), run, print_summary, default_workdir="runs/cnn_mnist", argv=argv)
-
-
 if __name__ == "__main__":
-  main()
+  app.main("cnn_mnist", Config, run, print_summary)

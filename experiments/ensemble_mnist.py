@@ -1,10 +1,13 @@
 """E1: the MNIST pool of 10 MLPs trained as one vmapped run, then greedy ensemble selection.
 
-    python -m experiments.ensemble_mnist --workdir runs/ensemble_mnist [--config.<field>=<value>]
+    python -m experiments.ensemble_mnist [--config=configs/ensemble_mnist.py] \\
+        [--config.<field>=<value>] [--workdir=runs/ensemble_mnist]
 
 Trains the published pool (784-100-100-100-10 ReLU, Adam 1e-3, batch 32, 3 epochs, 25% of the
 training set held out), keeps each member's best-validation-loss checkpoint, and writes:
 - ``summary.json``: per-member validation and test loss and accuracy, wall times;
+- ``metrics.csv`` and ``tensorboard/``: every member's training and validation metrics per
+  epoch;
 - ``predictions.npz``: validation and test probabilities (E, N, C) and labels, for selection;
 - ``members.png``: per-member validation and test loss and accuracy (M0...M9);
 - ``curves.png``: training and validation loss per epoch;
@@ -28,8 +31,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from experiments import _cli  # noqa: E402
 from experiments import _mnist  # noqa: E402
+from experiments import app  # noqa: E402
+from experiments import reporting  # noqa: E402
+from experiments import training  # noqa: E402
 from jaxens import ensemble  # noqa: E402
 from jaxens import losses  # noqa: E402
 from jaxens import nn  # noqa: E402
@@ -37,11 +42,15 @@ from jaxens import select  # noqa: E402
 from jaxens import sharpness  # noqa: E402
 
 
-@dataclasses.dataclass(frozen=True)
-class Config(_mnist.MnistData):
-  """The published E1 pool; ``init="torch"`` because the published members are PyTorch MLPs."""
-  train: ensemble.TrainConfig = dataclasses.field(
-      default_factory=lambda: ensemble.TrainConfig(model=nn.MLPConfig(init="torch")))
+@dataclasses.dataclass
+class Config(_mnist.MnistData, training.Training):
+  """The published E1 pool: 10 MLPs, Adam 1e-3, batch 32, 3 epochs.
+
+  ``init="torch"`` because the published members are PyTorch MLPs.
+  """
+  sizes: tuple = (784, 100, 100, 100, 10)
+  activation: str = "relu"
+  init: str = "torch"
   selection_losses: tuple = ("log_loss", "accuracy")
   max_iter: int = 10
   long_max_iter: int = 100
@@ -51,17 +60,24 @@ class Config(_mnist.MnistData):
   sharpness_steps: int = 10
   penalty_weights: tuple = (0.0, 1e-3, 1e-2, 1e-1)
 
+  def model(self):
+    return nn.MLPConfig(sizes=self.sizes, activation=self.activation, init=self.init)
+
+  def train_config(self):
+    return super().train_config(self.model())
+
 
 def run(config, workdir):
   """Trains the pool, evaluates every member, writes the artefacts; returns the summary."""
   os.makedirs(workdir, exist_ok=True)
   splits = _mnist.load(config)
-  with _cli.Stopwatch() as train_time:
-    result = ensemble.train(config.train, splits)
+  train_config = config.train_config()
+  with reporting.Stopwatch() as train_time:
+    result = ensemble.train(train_config, splits)
     result.best_params["dense_0"]["kernel"].block_until_ready()
-  val_probs = np.asarray(ensemble.predict(config.train, result.best_params, result.best_state,
+  val_probs = np.asarray(ensemble.predict(train_config, result.best_params, result.best_state,
                                           splits.val[0]))
-  test_probs = np.asarray(ensemble.predict(config.train, result.best_params, result.best_state,
+  test_probs = np.asarray(ensemble.predict(train_config, result.best_params, result.best_state,
                                            splits.test[0]))
   y_val, y_test = splits.val[1], splits.test[1]
   np.savez_compressed(os.path.join(workdir, "predictions.npz"), val_probs=val_probs,
@@ -94,7 +110,8 @@ def run(config, workdir):
   }
   summary["sharpness"] = _sharpness_study(config, result, splits, members, val_probs, test_probs,
                                           selection["log_loss"][config.max_iter]["weights"][-1])
-  _cli.write_summary(workdir, summary)
+  reporting.write_summary(workdir, summary)
+  reporting.write_metrics(workdir, reporting.history_rows(result.history))
   _plot_members(members, os.path.join(workdir, "members.png"))
   _plot_curves(result.history, os.path.join(workdir, "curves.png"))
   _plot_selection_weights(selection, config.long_max_iter,
@@ -108,14 +125,14 @@ def run(config, workdir):
 def _sharpness_study(config, result, splits, members, val_probs, test_probs, greedy_weights):
   """Each member's Keskar sharpness, its correlation with test loss and selection weight, and
   plain against sharpness-aware selection on the test set."""
-  model_cfg = config.train.model
+  model_cfg = config.train_config().model
 
   def member_sharpness(params, state):
     return sharpness.keskar(functools.partial(ensemble.eval_loss, model_cfg, state), params,
                             (splits.train.x, splits.train.y), epsilon=config.sharpness_epsilon,
                             steps=config.sharpness_steps)
 
-  with _cli.Stopwatch() as timer:
+  with reporting.Stopwatch() as timer:
     result_sharpness = jax.vmap(member_sharpness)(result.best_params, result.best_state)
     phi = np.asarray(result_sharpness.value, np.float64)
   for member, value in zip(members, phi):
@@ -248,13 +265,11 @@ def _plot_members(members, path):
 
 def _plot_curves(history, path):
   fig, ax = plt.subplots(figsize=(6, 4))
-  epochs = np.arange(1, history["train_loss"].shape[1] + 1)
-  for i, (train_loss, val_loss) in enumerate(zip(history["train_loss"], history["val_loss"])):
-    ax.plot(epochs, train_loss, color="C0", alpha=0.6, label="train (epoch mean)" if i == 0 else None)
-    ax.plot(epochs, val_loss, color="C1", alpha=0.6, label="validation" if i == 0 else None)
+  reporting.plot_members(ax, history["train_loss"], "train (epoch mean)", color="C0")
+  reporting.plot_members(ax, history["val_loss"], "validation", color="C1")
   ax.set_xlabel("epoch")
   ax.set_ylabel("log-loss")
-  ax.set_xticks(epochs)
+  ax.set_xticks(np.arange(1, history["train_loss"].shape[1] + 1))
   ax.legend()
   ax.set_title("loss per epoch, every member")
   fig.tight_layout()
@@ -265,13 +280,13 @@ def _plot_curves(history, path):
 def print_summary(summary):
   rows = [(f"M{m['member']}", m["best_epoch"] + 1, f"{m['val_loss']:.4f}", f"{m['val_accuracy']:.4f}",
            f"{m['test_loss']:.4f}", f"{m['test_accuracy']:.4f}") for m in summary["members"]]
-  print(_cli.markdown_table(
+  print(reporting.markdown_table(
       ("member", "best epoch", "val loss", "val acc", "test loss", "test acc"), rows))
   ensembles = [(name, *(f"{row[k]:.4f}" for k in ("val_loss", "val_accuracy", "test_loss",
                                                    "test_accuracy")))
                for name, row in summary["ensembles"].items()]
   print()
-  print(_cli.markdown_table(("ensemble", "val loss", "val acc", "test loss", "test acc"), ensembles))
+  print(reporting.markdown_table(("ensemble", "val loss", "val acc", "test loss", "test acc"), ensembles))
   study = summary["sharpness"]
   print(f"\nKeskar sharpness (eps {study['epsilon']}, {study['steps']} {study['solver']} steps, "
         f"{study['passes_per_member']} passes per member, {study['seconds_all_members']:.1f} s for "
@@ -283,7 +298,7 @@ def print_summary(summary):
   rows = [(weight, f"{row['mean_sharpness']:.3f}", f"{row['val_loss']:.4f}",
            f"{row['val_accuracy']:.4f}", f"{row['test_loss']:.4f}", f"{row['test_accuracy']:.4f}")
           for weight, row in study["selection_by_penalty_weight"].items()]
-  print(_cli.markdown_table(("lambda (0 = plain greedy)", "weighted sharpness", "val loss",
+  print(reporting.markdown_table(("lambda (0 = plain greedy)", "weighted sharpness", "val loss",
                              "val acc", "test loss", "test acc"), rows))
   print(f"\nbest single test accuracy {summary['best_single_test_accuracy']:.4f}; "
         f"mean {summary['mean_test_accuracy']:.4f}; train() took "
@@ -291,9 +306,5 @@ def print_summary(summary):
         f"({summary['n_train']} training examples).")
 
 
-def main(argv=None):
-  _cli.main(Config(), run, print_summary, default_workdir="runs/ensemble_mnist", argv=argv)
-
-
 if __name__ == "__main__":
-  main()
+  app.main("ensemble_mnist", Config, run, print_summary)

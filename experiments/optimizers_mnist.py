@@ -1,12 +1,14 @@
 """E2 optimizers: the six jaxens optimizers against optax and torch.optim on MNIST.
 
-    python -m experiments.optimizers_mnist --workdir runs/optimizers_mnist [--config.<field>=<value>]
+    python -m experiments.optimizers_mnist [--config=configs/optimizers_mnist.py] \\
+        [--config.<field>=<value>] [--workdir=runs/optimizers_mnist]
 
 Trains the seed MLP (784-100-100-100-10 ReLU, batch 32) with momentum, Nesterov, RMSProp,
 Adam, AdaGrad and AdaDelta, each three times from the same initial weights and the same
 order of examples: with ``jaxens.optim``, with optax's built-in optimizer, and with
 ``torch.optim`` (when torch is installed). Each library gets the hyperparameters that make
-it compute the same update (``SETTINGS``). Everything
+it compute the same update: ``SETTINGS`` gives jaxens' arguments, and the table of exact
+equivalents (``jaxens.optim.equivalent``) translates them for optax and torch. Everything
 runs in float32. The three runs advance side by side, ``eval_every`` steps at a time in
 alternating order, so that changes in the load of a shared machine hit them alike; torch
 runs on ``torch_threads`` threads.
@@ -19,6 +21,8 @@ cores. Writes:
   training, the mean training loss of the last ``eval_every`` steps, the step time
   (compilation excluded), and the largest parameter difference from jaxens at every
   evaluation;
+- ``metrics.csv`` and ``tensorboard/`` (one run per optimizer and library): training loss
+  and validation loss and accuracy at every evaluation;
 - ``curves.png``: training loss (mean over each ``eval_every`` steps) and validation
   accuracy per optimizer, jaxens and the references overlaid;
 - ``param_difference.png``: the largest parameter difference from jaxens against steps.
@@ -29,11 +33,12 @@ its matrix products in its own order, and the differences grow along the traject
 """
 
 import dataclasses
+import functools
 import math
 import os
-import sys
-import time
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Optional
+
+from absl import logging
 
 import jax
 import jax.numpy as jnp
@@ -42,65 +47,53 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import optax  # noqa: E402
 
-from experiments import _cli  # noqa: E402
-from jaxens import data as data_lib  # noqa: E402
+from experiments import _mnist  # noqa: E402
+from experiments import app  # noqa: E402
+from experiments import baselines  # noqa: E402
+from experiments import reporting  # noqa: E402
+from jaxens import _validation  # noqa: E402
 from jaxens import ensemble  # noqa: E402
-from jaxens import losses  # noqa: E402
 from jaxens import nn  # noqa: E402
 from jaxens import optim  # noqa: E402
 
-# name -> the same update in each library: (jaxens, optax, torch given the parameters).
+# name -> jaxens' arguments; optax's and torch's come from ``optim.equivalent``.
 SETTINGS = {
-    "momentum": (
-        lambda: optim.momentum(0.01, mu=0.9),
-        lambda: optax.sgd(0.01, momentum=0.9),
-        lambda torch, p: torch.optim.SGD(p, lr=0.01, momentum=0.9)),
-    "nesterov": (
-        lambda: optim.nesterov(0.01, mu=0.9),
-        lambda: optax.sgd(0.01, momentum=0.9, nesterov=True),
-        lambda torch, p: torch.optim.SGD(p, lr=0.01, momentum=0.9, nesterov=True)),
-    "rmsprop": (
-        lambda: optim.rmsprop(1e-3, rho=0.9, eps=1e-8),
-        lambda: optax.rmsprop(1e-3, decay=0.9, eps=1e-8, eps_in_sqrt=False),
-        lambda torch, p: torch.optim.RMSprop(p, lr=1e-3, alpha=0.9, eps=1e-8)),
-    "adam": (
-        lambda: optim.adam(1e-3, b1=0.9, b2=0.999, eps=1e-8),
-        lambda: optax.adam(1e-3, b1=0.9, b2=0.999, eps=1e-8),
-        lambda torch, p: torch.optim.Adam(p, lr=1e-3, betas=(0.9, 0.999), eps=1e-8)),
+    "momentum": dict(learning_rate=0.01, mu=0.9),
+    "nesterov": dict(learning_rate=0.01, mu=0.9),
+    "rmsprop": dict(learning_rate=1e-3, rho=0.9, eps=1e-8),
+    "adam": dict(learning_rate=1e-3, b1=0.9, b2=0.999, eps=1e-8),
     # eps=0 is the one setting where optax's eps-inside and torch's eps-outside agree.
-    "adagrad": (
-        lambda: optim.adagrad(0.01, eps=0.0, initial_accumulator=0.1),
-        lambda: optax.adagrad(0.01, initial_accumulator_value=0.1, eps=0.0),
-        lambda torch, p: torch.optim.Adagrad(p, lr=0.01, initial_accumulator_value=0.1, eps=0.0)),
-    "adadelta": (
-        lambda: optim.adadelta(1.0, rho=0.95, eps=1e-6),
-        lambda: optax.adadelta(1.0, rho=0.95, eps=1e-6),
-        lambda torch, p: torch.optim.Adadelta(p, lr=1.0, rho=0.95, eps=1e-6)),
+    "adagrad": dict(learning_rate=0.01, eps=0.0, initial_accumulator=0.1),
+    "adadelta": dict(learning_rate=1.0, rho=0.95, eps=1e-6),
 }
 LIBRARIES = ("jaxens", "optax", "torch")
 
 
-@dataclasses.dataclass(frozen=True)
-class Config:
-  """A reduced-scale CPU run: one epoch of the seed MLP per optimizer and library."""
-  model: nn.MLPConfig = dataclasses.field(default_factory=nn.MLPConfig)
+@dataclasses.dataclass
+class Config(_mnist.MnistData):
+  """A reduced-scale CPU run: one epoch of the seed MLP per optimizer and library.
+
+  Attributes:
+    sizes, activation: the MLP (no norm, no dropout, so that torch can mirror it).
+    optimizers: names from ``SETTINGS``.
+    batch_size, epochs: the training run.
+    eval_every: steps between evaluations (1407 steps = 21 x 67).
+    seed: initial weights and order of examples.
+    use_torch: compare with torch.optim too, when torch is installed.
+    torch_threads: torch's OpenMP pool thrashes on a shared 2-core machine (115 ms a step
+      with 2 threads, 0.7 ms with 1, measured here); XLA keeps its own threads.
+  """
+  sizes: tuple = (784, 100, 100, 100, 10)
+  activation: str = "relu"
   optimizers: tuple = tuple(SETTINGS)
   batch_size: int = 32
   epochs: int = 1
-  eval_every: int = 67  # 1407 steps = 21 x 67
-  seed: int = 0  # initial weights and order of examples
-  use_torch: bool = True  # when torch is installed
-  # torch's OpenMP pool thrashes on a shared 2-core machine (115 ms a step with 2 threads,
-  # 0.7 ms with 1, measured here); XLA keeps its own threads.
+  eval_every: int = 67
+  seed: int = 0
+  use_torch: bool = True
   torch_threads: int = 1
-  data_source: str = "auto"
-  data_dir: str = None
-  val_fraction: float = 0.25
-  data_seed: int = 0
-  n_train: int = None  # subsets for quick runs (None: the whole split)
-  n_val: int = None
+  n_test: Optional[int] = 0
 
   def __post_init__(self):
     unknown = set(self.optimizers) - set(SETTINGS)
@@ -108,8 +101,10 @@ class Config:
       raise ValueError(f"optimizers: unknown {sorted(unknown)}; expected names from "
                        f"{tuple(SETTINGS)}")
     for name in ("batch_size", "epochs", "eval_every", "torch_threads"):
-      if getattr(self, name) < 1:
-        raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)}")
+      _validation.check_int(name, getattr(self, name), 1)
+
+  def model(self):
+    return nn.MLPConfig(sizes=self.sizes, activation=self.activation)
 
 
 def batch_order(n_train, batch_size, epochs, seed):
@@ -150,68 +145,44 @@ class Trainer(NamedTuple):
 
 def jax_trainer(opt, model, params, state, train, chunk_shapes):
   """Training with an optax-style ``opt``, one jitted ``lax.scan`` per chunk of steps."""
-  def loss_fn(params, x, y):
-    logits, _ = nn.mlp_apply(model, params, state, x, train=True)
-    return losses.log_loss_from_logits(logits, y)
-
-  def step(carry, batch):
-    params, opt_state = carry
-    loss, grads = jax.value_and_grad(loss_fn)(params, *batch)
-    updates, opt_state = opt.update(grads, opt_state, params)
-    return (optax.apply_updates(params, updates), opt_state), loss
-
-  def chunk(carry, x, y):
-    return jax.lax.scan(step, carry, (x, y))
-
+  chunk = baselines.scan_steps(baselines.optax_step(baselines.mlp_loss(model, state), opt))
   carry = [(params, opt.init(params))]
   compiled = {  # ahead of time, so that step times exclude compilation
       shape: jax.jit(chunk).lower(
-          carry[0], jax.ShapeDtypeStruct(shape + train.x.shape[1:], train.x.dtype),
+          *carry[0], jax.ShapeDtypeStruct(shape + train.x.shape[1:], train.x.dtype),
           jax.ShapeDtypeStruct(shape, train.y.dtype)).compile()
       for shape in set(chunk_shapes)}
   for shape, executable in compiled.items():  # a first, discarded call: warm-up
-    jax.block_until_ready(executable(carry[0], train.x[np.zeros(shape, int)],
+    jax.block_until_ready(executable(*carry[0], train.x[np.zeros(shape, int)],
                                      train.y[np.zeros(shape, int)]))
 
   def run(indices):
-    carry[0], chunk_losses = compiled[indices.shape](carry[0], train.x[indices], train.y[indices])
+    *new_carry, chunk_losses = compiled[indices.shape](*carry[0], train.x[indices],
+                                                       train.y[indices])
+    carry[0] = tuple(new_carry)
     return np.asarray(chunk_losses)
 
   return Trainer(params=lambda: carry[0][0], run=run)
 
 
 def torch_trainer(torch, make_opt, model, params, train):
-  """The same training in torch; the MLP is written out from ``params`` (no dropout, no norm)."""
-  weights = [(torch.tensor(np.asarray(layer["kernel"]).T.copy(), requires_grad=True),
-              torch.tensor(np.asarray(layer["bias"]).copy(), requires_grad=True))
-             for layer in (params[f"dense_{i}"] for i in range(len(model.sizes) - 1))]
-  opt = make_opt(torch, [tensor for pair in weights for tensor in pair])
-  activation = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}[model.activation]
+  """The same training in torch, starting from the same ``params``."""
+  module = baselines.torch_mlp(torch, model, params)
+  opt = make_opt(module.parameters())
   x_train, y_train = torch.from_numpy(train.x), torch.from_numpy(train.y.astype(np.int64))
-
-  def forward(x):
-    for i, (w, b) in enumerate(weights):
-      x = torch.nn.functional.linear(x, w, b)
-      x = activation(x) if i < len(weights) - 1 else x
-    return x
-
-  torch.nn.functional.cross_entropy(forward(x_train[:32]), y_train[:32]).backward()  # warm-up
+  torch.nn.functional.cross_entropy(module(x_train[:32]), y_train[:32]).backward()  # warm-up
 
   def run(indices):
     chunk_losses = []
     for batch in torch.from_numpy(indices):
       opt.zero_grad()  # also clears the warm-up's gradients
-      loss = torch.nn.functional.cross_entropy(forward(x_train[batch]), y_train[batch])
+      loss = torch.nn.functional.cross_entropy(module(x_train[batch]), y_train[batch])
       loss.backward()
       opt.step()
       chunk_losses.append(loss.item())
     return np.asarray(chunk_losses)
 
-  def as_jax():
-    return {f"dense_{i}": {"kernel": w.detach().numpy().T.copy(),
-                           "bias": b.detach().numpy().copy()} for i, (w, b) in enumerate(weights)}
-
-  return Trainer(params=as_jax, run=run)
+  return Trainer(params=lambda: baselines.torch_mlp_params(module), run=run)
 
 
 def train_side_by_side(trainers, order, eval_every, evaluate):
@@ -221,9 +192,9 @@ def train_side_by_side(trainers, order, eval_every, evaluate):
   paths = {lib: [_flat(t.params())] for lib, t in trainers.items()}
   for k, (a, b) in enumerate(_chunks(len(order), eval_every)):
     for lib in (list(trainers) if k % 2 == 0 else list(trainers)[::-1]):
-      start = time.perf_counter()
-      chunk_losses = trainers[lib].run(order[a:b])
-      records[lib]["seconds"] += time.perf_counter() - start
+      with reporting.Stopwatch() as watch:
+        chunk_losses = trainers[lib].run(order[a:b])
+      records[lib]["seconds"] += watch.seconds
       _log(records[lib], chunk_losses, evaluate(trainers[lib].params()))
       paths[lib].append(_flat(trainers[lib].params()))
   return {lib: _finish(record, len(order)) for lib, record in records.items()}, paths
@@ -248,34 +219,33 @@ def _finish(record, steps):
 def run(config, workdir):
   """Trains every optimizer with every library, writes the artefacts; returns the summary."""
   os.makedirs(workdir, exist_ok=True)
-  splits = data_lib.load_mnist(config.data_source, config.val_fraction, config.data_seed,
-                               config.data_dir)
-  splits = data_lib.subset(splits, config.n_train, config.n_val, 0)
+  splits = _mnist.load(config)
   torch = _import_torch(config.torch_threads) if config.use_torch else None
   libraries = LIBRARIES if torch is not None else LIBRARIES[:2]
-  params, state = nn.mlp_init(jax.random.PRNGKey(config.seed), config.model)
-  if state or config.model.stochastic:
-    raise ValueError("model: this experiment trains plain MLPs only (no norm, no dropout)")
+  model = config.model()
+  params, state = nn.mlp_init(jax.random.PRNGKey(config.seed), model)
   order = batch_order(len(splits.train.y), config.batch_size, config.epochs, config.seed)
-  evaluate = _evaluator(config.model, state, jnp.asarray(splits.val.x), jnp.asarray(splits.val.y))
+  evaluate = _evaluator(model, state, jnp.asarray(splits.val.x), jnp.asarray(splits.val.y))
   eval_steps = [0] + [b for _, b in _chunks(len(order), config.eval_every)]
 
   chunk_shapes = [order[a:b].shape for a, b in _chunks(len(order), config.eval_every)]
   results = {}
   for name in config.optimizers:
-    make_jaxens, make_optax, make_torch = SETTINGS[name]
+    kwargs = SETTINGS[name]
     trainers = {
-        library: jax_trainer(make(), config.model, params, state, splits.train, chunk_shapes)
-        for library, make in (("jaxens", make_jaxens), ("optax", make_optax))}
+        library: jax_trainer(make(), model, params, state, splits.train, chunk_shapes)
+        for library, make in (("jaxens", functools.partial(getattr(optim, name), **kwargs)),
+                              ("optax", optim.equivalent(name, "optax", **kwargs)))}
     if torch is not None:
-      trainers["torch"] = torch_trainer(torch, make_torch, config.model, params, splits.train)
+      trainers["torch"] = torch_trainer(torch, optim.equivalent(name, "torch", **kwargs),
+                                        model, params, splits.train)
     runs, paths = train_side_by_side(trainers, order, config.eval_every, evaluate)
     for library in libraries[1:]:
       runs[library]["max_param_difference"] = [
           float(np.max(np.abs(ours - theirs)))
           for ours, theirs in zip(paths["jaxens"], paths[library])]
     results[name] = runs
-    print(f"{name}: done", file=sys.stderr, flush=True)
+    logging.info("%s: done", name)
 
   summary = {
       "experiment": "E2 optimizers: jaxens.optim against optax and torch.optim on MNIST",
@@ -288,17 +258,32 @@ def run(config, workdir):
       "results": results,
       "table": _table_rows(results, libraries),
   }
-  _cli.write_summary(workdir, summary)
+  reporting.write_summary(workdir, summary)
+  reporting.write_metrics(workdir, _metric_rows(results, eval_steps))
   _plot_curves(results, libraries, eval_steps, os.path.join(workdir, "curves.png"))
   _plot_differences(results, libraries, eval_steps, os.path.join(workdir, "param_difference.png"))
   return summary
+
+
+def _metric_rows(results, eval_steps):
+  """Rows for ``metrics.csv``: one run per optimizer and library, one row per evaluation."""
+  rows = []
+  for name, runs in results.items():
+    for library, record in runs.items():
+      for k, step in enumerate(eval_steps):
+        row = {"run": f"{name}/{library}", "member": 0, "step": step,
+               "val_loss": record["val_loss"][k], "val_accuracy": record["val_accuracy"][k]}
+        if k:  # the mean training loss of the steps since the last evaluation
+          row["train_loss"] = record["train_loss"][k - 1]
+        rows.append(row)
+  return rows
 
 
 def _import_torch(threads):
   try:
     import torch  # pylint: disable=import-outside-toplevel
   except ImportError:
-    print("torch is not installed: comparing with optax only", file=sys.stderr)
+    logging.warning("torch is not installed: comparing with optax only")
     return None
   torch.set_num_threads(threads)
   return torch
@@ -358,7 +343,7 @@ def _plot_differences(results, libraries, eval_steps, path):
 
 
 def print_summary(summary):
-  print(_cli.markdown_table(_table_headers(summary["libraries"]), summary["table"]))
+  print(reporting.markdown_table(_table_headers(summary["libraries"]), summary["table"]))
   print(f"\n{summary['steps']} steps of batch {summary['config'].batch_size} on "
         f"{summary['n_train']} training images; validation accuracy on {summary['n_val']}. "
         "Δθ: largest parameter difference from jaxens after the last step. Step times exclude "
@@ -366,9 +351,5 @@ def print_summary(summary):
         "(reduced-scale CPU run).")
 
 
-def main(argv=None):
-  _cli.main(Config(), run, print_summary, default_workdir="runs/optimizers_mnist", argv=argv)
-
-
 if __name__ == "__main__":
-  main()
+  app.main("optimizers_mnist", Config, run, print_summary)

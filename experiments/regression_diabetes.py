@@ -1,6 +1,7 @@
 """A regression ensemble (MSE) on a real tabular data set, then greedy selection on ``mse``.
 
-    python -m experiments.regression_diabetes --workdir runs/regression_diabetes
+    python -m experiments.regression_diabetes [--config=configs/regression_diabetes.py] \\
+        [--config.<field>=<value>]
 
 The diabetes data set that ships inside scikit-learn (442 patients, 10 features, a disease
 progression score; the ``examples`` extra) is split 60/20/20 into train, validation and test
@@ -17,22 +18,27 @@ import os
 
 import numpy as np
 
-from experiments import _cli
+from experiments import app
+from experiments import reporting
+from experiments import training
 from jaxens import data as data_lib
 from jaxens import ensemble
 from jaxens import nn
 from jaxens import select
 
 
-@dataclasses.dataclass(frozen=True)
-class Config:
-  train: ensemble.TrainConfig = dataclasses.field(default_factory=lambda: ensemble.TrainConfig(
-      model=nn.MLPConfig(sizes=(10, 64, 64, 1)), loss="mse", n_members=10, batch_size=32,
-      epochs=200, optimizer_kwargs={"learning_rate": 1e-3}))
+@dataclasses.dataclass
+class Config(training.Training):
+  """E=10 MLPs of ``hidden`` ReLU units, Adam 1e-3, batch 32, 200 epochs, MSE."""
+  epochs: int = 200
+  hidden: tuple = (64, 64)
   test_fraction: float = 0.2
   val_fraction: float = 0.25  # Of what the test split leaves: 20% of the whole.
   split_seed: int = 0
   max_iter: int = 25
+
+  def train_config(self, n_features):
+    return super().train_config(nn.MLPConfig(sizes=(n_features, *self.hidden, 1)), loss="mse")
 
 
 def load_diabetes(config):
@@ -51,10 +57,11 @@ def load_diabetes(config):
 def run(config, workdir):
   os.makedirs(workdir, exist_ok=True)
   splits, y_scale = load_diabetes(config)
-  with _cli.Stopwatch() as train_time:
-    result = ensemble.train(config.train, splits, progress=False)
+  train_config = config.train_config(splits.train.x.shape[1])
+  with reporting.Stopwatch() as train_time:
+    result = ensemble.train(train_config, splits, progress=False)
   val_preds, test_preds = (np.asarray(ensemble.predict(
-      config.train, result.best_params, result.best_state, x))[..., 0]
+      train_config, result.best_params, result.best_state, x))[..., 0]
                            for x in (splits.val.x, splits.test.x))
   rmse = lambda preds, y: float(np.sqrt(np.mean((preds - y) ** 2, axis=-1)) * y_scale)
   best = int(np.argmin(np.mean((val_preds - splits.val.y) ** 2, axis=1)))
@@ -72,24 +79,20 @@ def run(config, workdir):
       "ensembles": {name: {"val_rmse": rmse(v, splits.val.y), "test_rmse": rmse(t, splits.test.y)}
                     for name, (v, t) in rows.items()},
   }
-  _cli.write_summary(workdir, summary)
+  reporting.write_summary(workdir, summary)
+  reporting.write_metrics(workdir, reporting.history_rows(result.history))
   return summary
 
 
 def print_summary(summary):
   print(f"{summary['n_train']} train / {summary['n_val']} val / {summary['n_test']} test rows; "
         f"RMSE on the original target scale")
-  print(_cli.markdown_table(("ensemble", "val RMSE", "test RMSE"), [
+  print(reporting.markdown_table(("ensemble", "val RMSE", "test RMSE"), [
       (name, f"{row['val_rmse']:.2f}", f"{row['test_rmse']:.2f}")
       for name, row in summary["ensembles"].items()]))
   print("members' test RMSE: " + ", ".join(f"{v:.2f}" for v in summary["member_test_rmse"]))
   print(f"train() took {summary['train_seconds_including_compile']:.1f} s including compilation")
 
 
-def main(argv=None):
-  return _cli.main(Config(), run, print_summary, default_workdir="runs/regression_diabetes",
-                   argv=argv)
-
-
 if __name__ == "__main__":
-  main()
+  app.main("regression_diabetes", Config, run, print_summary)

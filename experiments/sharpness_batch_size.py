@@ -1,7 +1,7 @@
 """E4: large batches find sharp minima (Keskar et al. 2017), network F1 on MNIST.
 
-    python -m experiments.sharpness_batch_size --workdir runs/sharpness_batch_size \\
-        [--config.preset=gpu] [--config.<field>=<value> ...]
+    python -m experiments.sharpness_batch_size [--config=configs/sharpness_batch_size.py[:gpu]] \\
+        [--config.<field>=<value> ...] [--workdir=runs/sharpness_batch_size]
 
 Network F1 (784 -> 5 x [512, BN, ReLU] -> 10) is trained with Adam (learning rate 1e-3, the
 optax/Keras default; the paper does not give one) in two regimes, each a vmapped ensemble of
@@ -45,12 +45,13 @@ Scale. The default is a reduced-scale CPU run: 15 epochs per regime, paper train
 convergence. That is 3,510 SB and 150 LB steps, which reach 99.7-100% training accuracy
 without converging; and ``f`` inside the sharpness is the mean over the first 10,000
 training images instead of all 60,000 (the timing call and the interpolation use all of
-them). It takes 7 to 15 minutes on 2 shared CPU cores. ``--config.preset=gpu`` runs the full
-protocol: 100 epochs in each regime (23,400 SB and 1,000 LB steps; the paper trains until the
+them). It takes 7 to 15 minutes on 2 shared CPU cores. The ``gpu`` preset
+(``--config=configs/sharpness_batch_size.py:gpu``) runs the full protocol: 100 epochs in each regime (23,400 SB and 1,000 LB steps; the paper trains until the
 loss stops improving) and ``f`` over all 60,000 images. The printed output and
 ``summary.json`` say which one ran.
 
-Writes ``summary.json`` (per-member and mean +- std metrics beside the paper's, timing,
+Writes ``metrics.csv`` and ``tensorboard/`` (per regime and member: training loss and
+accuracy and test loss and accuracy per epoch), ``summary.json`` (per-member and mean +- std metrics beside the paper's, timing,
 interpolation), ``sharpness.png`` (per seed and mean +- std per regime, log scale, paper
 values marked), ``interpolation.png`` and ``curves.png`` (training loss and test accuracy per
 epoch).
@@ -65,8 +66,6 @@ import dataclasses
 import functools
 import os
 import statistics
-import sys
-import time
 from typing import Optional
 
 import matplotlib
@@ -77,16 +76,19 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from experiments import _cli  # noqa: E402
+from absl import logging  # noqa: E402
+
+from experiments import app  # noqa: E402
+from experiments import reporting  # noqa: E402
+from jaxens import _validation  # noqa: E402
 from jaxens import data as data_lib  # noqa: E402
 from jaxens import ensemble  # noqa: E402
 from jaxens import nn  # noqa: E402
 from jaxens import sharpness  # noqa: E402
 
-F1 = nn.MLPConfig(sizes=(784,) + (512,) * 5 + (10,), norm="batch")
 REGIMES = ("SB", "LB")
-PRESETS = ("cpu", "gpu")
-DEFAULT_WORKDIR = "runs/sharpness_batch_size"
+#: The full protocol's epochs per regime (the paper trains until the loss stops improving).
+FULL_PROTOCOL_EPOCHS = 100
 #: Keskar et al. (2017), network F1: (mean, std or None) over 5 runs; accuracies in %.
 #: Sharpness keys are the names ``_sharpness_settings`` gives the paper's settings.
 PAPER = {
@@ -98,13 +100,14 @@ PAPER = {
 }
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class Config:
-  """E4 configuration; the defaults are the reduced-scale CPU run (see :func:`gpu`).
+  """E4 configuration; the defaults are the reduced-scale CPU run (``configs/`` has the full
+  protocol as the ``gpu`` preset).
 
   Attributes:
-    preset: ``"cpu"`` or ``"gpu"``, a label; ``--config.preset=gpu`` starts from :func:`gpu`.
-    model: the network (F1).
+    hidden, norm: the network, 784 -> hidden -> 10 with ReLU (F1: five layers of 512 with
+      BN).
     optimizer, learning_rate: shared by both regimes.
     n_members: seeds per regime.
     small_batch, large_batch: SB and LB batch sizes.
@@ -125,8 +128,8 @@ class Config:
     chunk_size: examples per chunk whenever ``f`` is evaluated.
     alpha_range, n_alphas: the interpolation grid, endpoints included.
   """
-  preset: str = "cpu"
-  model: nn.MLPConfig = F1
+  hidden: tuple = (512,) * 5
+  norm: str = "batch"
   optimizer: str = "adam"
   learning_rate: float = 1e-3
   n_members: int = 5
@@ -152,62 +155,47 @@ class Config:
   n_alphas: int = 25
 
   def __post_init__(self):
-    if self.preset not in PRESETS:
-      raise ValueError(f"preset: expected one of {PRESETS}, got {self.preset!r}")
     for name in ("n_members", "small_batch", "large_batch", "small_batch_epochs",
                  "large_batch_epochs", "sharpness_steps", "chunk_size", "subspace_dim"):
-      if getattr(self, name) < 1:
-        raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)}")
-    if self.sharpness_n_train is not None and self.sharpness_n_train < 1:
-      raise ValueError(f"sharpness_n_train: expected a positive integer or None, got "
-                       f"{self.sharpness_n_train}")
-    if self.n_alphas < 2:
-      raise ValueError(f"n_alphas: expected at least 2, got {self.n_alphas}")
+      _validation.check_int(name, getattr(self, name), 1)
+    if self.sharpness_n_train is not None:
+      _validation.check_int("sharpness_n_train", self.sharpness_n_train, 1)
+    _validation.check_int("n_alphas", self.n_alphas, 2)
     if not self.epsilons or min(self.epsilons) <= 0 or self.subspace_epsilon <= 0:
       raise ValueError(f"epsilons, subspace_epsilon: expected positive box sizes, got "
                        f"{self.epsilons} and {self.subspace_epsilon}")
 
-
-def gpu():
-  """The full protocol: 100 epochs per regime and ``f`` over the whole training set.
-
-  The paper trains until the loss stops improving; 100 epochs matched between the regimes
-  (23,400 SB and 1,000 LB steps) stands in for that.
-  """
-  return Config(preset="gpu", small_batch_epochs=100, large_batch_epochs=100,
-                sharpness_n_train=None)
+  def model(self):
+    return nn.MLPConfig(sizes=(784, *self.hidden, 10), norm=self.norm)
 
 
 def scale_note(config, n_train):
   """Says whether ``config`` is the full protocol or a reduced-scale run, and how."""
-  full = gpu()
   reductions = []
-  if (config.small_batch_epochs < full.small_batch_epochs
-      or config.large_batch_epochs < full.large_batch_epochs):
+  if min(config.small_batch_epochs, config.large_batch_epochs) < FULL_PROTOCOL_EPOCHS:
     reductions.append(f"SB {config.small_batch_epochs} epochs, LB {config.large_batch_epochs} "
-                      f"epochs (full protocol: {full.small_batch_epochs} each)")
+                      f"epochs (full protocol: {FULL_PROTOCOL_EPOCHS} each)")
   if config.sharpness_n_train is not None and config.sharpness_n_train < n_train:
     reductions.append(f"f in the sharpness over the first {config.sharpness_n_train} of "
                       f"{n_train} training images")
   if config.n_train is not None or config.n_test is not None:
     reductions.append(f"data subsets n_train={config.n_train}, n_test={config.n_test}")
-  if config.model != F1:
-    reductions.append(f"network {config.model.sizes}, not F1")
+  if config.hidden != Config.hidden or config.norm != Config.norm:
+    reductions.append(f"network {config.model().sizes} with norm {config.norm!r}, not F1")
   if config.n_members < 5:
     reductions.append(f"{config.n_members} seeds per regime, not 5")
   if not reductions:
     return (f"full protocol: SB {config.small_batch_epochs} epochs, LB "
             f"{config.large_batch_epochs} epochs, f over the whole training set (the paper "
             "trains to convergence)")
-  kind = "reduced-scale CPU run" if config.preset == "cpu" else "reduced-scale run"
-  return f"{kind}: {'; '.join(reductions)}; paper trains to convergence"
+  return f"reduced-scale run: {'; '.join(reductions)}; paper trains to convergence"
 
 
 def train_config(config, regime):
   batch, epochs = ((config.small_batch, config.small_batch_epochs) if regime == "SB"
                    else (config.large_batch, config.large_batch_epochs))
   return ensemble.TrainConfig(
-      model=config.model, optimizer=config.optimizer,
+      model=config.model(), optimizer=config.optimizer,
       optimizer_kwargs={"learning_rate": config.learning_rate}, n_members=config.n_members,
       batch_size=batch, epochs=epochs, seed=config.seed, keep="last")
 
@@ -227,28 +215,31 @@ def run(config, workdir):
                                                                   n_train)
   sharp_data = (x_train[:n_sharp], y_train[:n_sharp])
   note = scale_note(config, n_train)
-  print(note, file=sys.stderr)
+  logging.info(note)
 
-  regimes, trained = {}, {}
+  regimes, trained, metrics = {}, {}, []
   for regime in REGIMES:
     cfg = train_config(config, regime)
-    with _cli.Stopwatch() as train_time:
+    with reporting.Stopwatch() as train_time:
       result = ensemble.train(cfg, train_data)
       jax.block_until_ready(result.params)
     state = result.state
     if config.reestimate_bn:
-      state = _reestimate(config.model, result.params, result.state, x_train,
+      state = _reestimate(cfg.model, result.params, result.state, x_train,
                           config.bn_batch_size)
     trained[regime] = (result.params, state)
+    metrics += reporting.history_rows(
+        {name.replace("val_", "test_"): values for name, values in result.history.items()},
+        run=regime)
     regimes[regime] = _measure_regime(config, cfg, result, state, train_time.seconds,
                                       (x_train, y_train), (x_test, y_test), sharp_data)
-    print(f"{regime}: trained in {train_time.seconds:.1f} s, sharpness in "
-          f"{regimes[regime]['sharpness_seconds_including_compile']:.1f} s", file=sys.stderr)
+    logging.info("%s: trained in %.1f s, sharpness in %.1f s", regime, train_time.seconds,
+                 regimes[regime]["sharpness_seconds_including_compile"])
 
   lb_params, lb_state = trained["LB"]
   timing = _time_full_space(config, _member(lb_params, 0), _member(lb_state, 0),
                             (x_train, y_train))
-  with _cli.Stopwatch() as interp_time:
+  with reporting.Stopwatch() as interp_time:
     interpolation = _interpolation(config, trained, (x_train, y_train), (x_test, y_test))
   interpolation["seconds"] = interp_time.seconds
 
@@ -268,7 +259,8 @@ def run(config, workdir):
       "timing_full_space": timing,
       "interpolation": interpolation,
   }
-  _cli.write_summary(workdir, summary)
+  reporting.write_summary(workdir, summary)
+  reporting.write_metrics(workdir, metrics)
   _plot_sharpness(config, regimes, os.path.join(workdir, "sharpness.png"))
   _plot_interpolation(interpolation, os.path.join(workdir, "interpolation.png"))
   _plot_curves(regimes, os.path.join(workdir, "curves.png"))
@@ -311,15 +303,15 @@ def _sharpness_settings(config):
 
 
 def _measure_regime(config, cfg, result, state, train_seconds, train, test, sharp_data):
-  params = result.params
-  train_loss, train_acc = map(np.asarray, _ensemble_metrics(config.model, params, state, *train))
-  test_loss, test_acc = map(np.asarray, _ensemble_metrics(config.model, params, state, *test))
-  _, moving_test_acc = _ensemble_metrics(config.model, params, result.state, *test)
+  params, model = result.params, cfg.model
+  train_loss, train_acc = map(np.asarray, _ensemble_metrics(model, params, state, *train))
+  test_loss, test_acc = map(np.asarray, _ensemble_metrics(model, params, state, *test))
+  _, moving_test_acc = _ensemble_metrics(model, params, result.state, *test)
   key = jax.random.PRNGKey(config.sharpness_seed)
   measures = {}
-  with _cli.Stopwatch() as timer:
+  with reporting.Stopwatch() as timer:
     for name, epsilon, subspace_dim in _sharpness_settings(config):
-      out = _ensemble_sharpness(config.model, params, state, *sharp_data,
+      out = _ensemble_sharpness(model, params, state, *sharp_data,
                                 jnp.float32(epsilon), key, subspace_dim=subspace_dim,
                                 steps=config.sharpness_steps, chunk_size=config.chunk_size)
       measures[name] = {"epsilon": epsilon, "subspace_dim": subspace_dim,
@@ -362,14 +354,15 @@ def _time_full_space(config, params, state, data):
   compilation. On a shared machine the load drifts, so the pass is timed twice before and
   once after the ``keskar`` call (after one untimed warm-up) and its median is the unit.
   """
+  model = config.model()
+
   def one_pass(p, s, x, y):
     # mean_loss averages whatever pytree the chunk function returns, here (value, gradient).
-    chunk_value_and_grad = jax.value_and_grad(
-        functools.partial(ensemble.eval_loss, config.model, s))
+    chunk_value_and_grad = jax.value_and_grad(functools.partial(ensemble.eval_loss, model, s))
     return sharpness.mean_loss(chunk_value_and_grad, p, (x, y), chunk_size=config.chunk_size)
 
   def full_space(p, s, x, y):
-    return sharpness.keskar(functools.partial(ensemble.eval_loss, config.model, s), p, (x, y),
+    return sharpness.keskar(functools.partial(ensemble.eval_loss, model, s), p, (x, y),
                             epsilon=config.epsilons[0], steps=config.sharpness_steps,
                             chunk_size=config.chunk_size)
 
@@ -377,15 +370,10 @@ def _time_full_space(config, params, state, data):
   pass_fn = jax.jit(one_pass).lower(*args).compile()
   keskar_fn = jax.jit(full_space).lower(*args).compile()
 
-  def timed(fn):
-    start = time.perf_counter()
-    out = jax.block_until_ready(fn(*args))
-    return out, time.perf_counter() - start
-
-  timed(pass_fn)
-  pass_seconds = [timed(pass_fn)[1], timed(pass_fn)[1]]
-  result, keskar_seconds = timed(keskar_fn)
-  pass_seconds.append(timed(pass_fn)[1])
+  reporting.seconds(pass_fn, *args)
+  pass_seconds = [reporting.seconds(pass_fn, *args)[0], reporting.seconds(pass_fn, *args)[0]]
+  keskar_seconds, result = reporting.seconds(keskar_fn, *args)
+  pass_seconds.append(reporting.seconds(pass_fn, *args)[0])
   one_pass_seconds = statistics.median(pass_seconds)
   return {
       "member": "LB member 0", "n_examples": int(data[0].shape[0]),
@@ -416,7 +404,7 @@ def _interpolation(config, trained, train, test):
   alphas = np.linspace(*config.alpha_range, config.n_alphas)
   sb, lb = (_member(trained[regime], 0) for regime in REGIMES)
   train_loss, train_acc, test_loss, test_acc = map(np.asarray, _interpolate(
-      config.model, sb, lb, jnp.asarray(alphas, jnp.float32), *train, *test,
+      config.model(), sb, lb, jnp.asarray(alphas, jnp.float32), *train, *test,
       reestimate_bn=config.reestimate_bn, bn_batch_size=config.bn_batch_size))
   bn = ("re-estimated on the training set at every α" if config.reestimate_bn
         else "moving averages interpolated along the line")
@@ -478,7 +466,7 @@ def results_table(summary):
           f"{regimes[regime]['batch_size']} / {regimes[regime]['epochs']} / "
           f"{regimes[regime]['steps']}", "256 / to convergence" if regime == "SB"
           else "6000 / to convergence")])
-  return _cli.markdown_table(("E4 on MNIST, mean ± std over seeds", "SB (this run)", "SB (paper)",
+  return reporting.markdown_table(("E4 on MNIST, mean ± std over seeds", "SB (this run)", "SB (paper)",
                               "LB (this run)", "LB (paper)"), rows)
 
 
@@ -573,11 +561,8 @@ def _plot_curves(regimes, path):
   fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4))
   for regime, color in (("SB", "C0"), ("LB", "C3")):
     history = regimes[regime]["history"]
-    epochs = np.arange(1, history["train_loss"].shape[1] + 1)
-    for i in range(history["train_loss"].shape[0]):
-      label = regime if i == 0 else None
-      loss_ax.plot(epochs, history["train_loss"][i], color=color, alpha=0.6, label=label)
-      acc_ax.plot(epochs, history["test_accuracy"][i], color=color, alpha=0.6, label=label)
+    reporting.plot_members(loss_ax, history["train_loss"], regime, color=color)
+    reporting.plot_members(acc_ax, history["test_accuracy"], regime, color=color)
   loss_ax.set_yscale("log")
   loss_ax.set_ylabel("training cross-entropy (epoch mean, batch statistics)")
   acc_ax.set_ylabel("test accuracy (%, moving-average BN)")
@@ -589,24 +574,5 @@ def _plot_curves(regimes, path):
   plt.close(fig)
 
 
-def _default_config(argv):
-  """:func:`gpu` when the last ``--config.preset`` flag asks for it, else ``Config()``."""
-  presets = [_cli.parse_value(flag.partition("=")[2]) for flag in argv
-             if flag.startswith("--config.preset=")]
-  return gpu() if presets and presets[-1] == "gpu" else Config()
-
-
-def parse_args(argv):
-  """``(config, workdir)``: ``--config.preset=gpu`` swaps the defaults for :func:`gpu`, and
-  the other ``--config.<field>`` flags apply on top of either."""
-  return _cli.parse_args(_default_config(argv), argv, default_workdir=DEFAULT_WORKDIR)
-
-
-def main(argv=None):
-  argv = sys.argv[1:] if argv is None else list(argv)
-  _cli.main(_default_config(argv), run, print_summary, default_workdir=DEFAULT_WORKDIR,
-            argv=argv)
-
-
 if __name__ == "__main__":
-  main()
+  app.main("sharpness_batch_size", Config, run, print_summary)

@@ -1,6 +1,7 @@
 """E1 toy check: greedy selection approaches the closed-form minimum-variance weights.
 
-    python -m experiments.toy_min_variance [--workdir DIR] [--config.<field>=<value> ...]
+    python -m experiments.toy_min_variance [--config=configs/toy_min_variance.py] \\
+        [--config.<field>=<value> ...] [--workdir=DIR]
 
 Ten models predict a target of 0 with independent N(0, sigma_i^2) errors, sigma_i^2 running
 linearly from 10 down to 1, and the loss is MSE. The minimum-variance weights
@@ -9,7 +10,8 @@ w = Sigma^-1 1 / (1^T Sigma^-1 1) are w_i proportional to 1/sigma_i^2 in the pop
 selection with replacement (Caruana et al. 2004) can only reach multiples of 1/(k + 1), so
 it should approach the closed form as the number of steps grows.
 
-Writes ``summary.json``, ``weights.png`` (greedy, empirical closed-form and population
+Writes ``summary.json``, ``metrics.csv`` and ``tensorboard/`` (greedy loss and L1 distance to
+the closed form at every step), ``weights.png`` (greedy, empirical closed-form and population
 weights side by side, and the greedy weights per step) and ``loss.png`` (greedy loss per
 step against the best single model, the plain average and the closed form).
 """
@@ -25,12 +27,13 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from experiments import _cli
+from experiments import app
+from experiments import reporting
 from jaxens import losses
 from jaxens import select
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class Config:
   """The toy problem of E1 (the published "toy check").
 
@@ -62,7 +65,7 @@ def make_pool(config):
 
 def run(config: Config, workdir: str) -> dict:
   """Runs the toy check, writes the figures and ``summary.json``, returns the summary."""
-  with _cli.Stopwatch() as watch:
+  with reporting.Stopwatch() as watch:
     preds, targets, variances = make_pool(config)
     selection = select.greedy(preds, targets, loss="mse", max_iter=config.max_iter)
     closed_form = select.min_variance_weights(preds, targets)
@@ -98,7 +101,11 @@ def run(config: Config, workdir: str) -> dict:
   os.makedirs(workdir, exist_ok=True)
   _plot_weights(os.path.join(workdir, "weights.png"), greedy_weights, closed_form, population)
   _plot_loss(os.path.join(workdir, "loss.png"), np.asarray(selection.loss), summary["loss"])
-  _cli.write_summary(workdir, summary)
+  reporting.write_summary(workdir, summary)
+  reporting.write_metrics(workdir, [
+      {"run": "greedy", "member": 0, "step": t, "loss": float(selection.loss[t]),
+       "l1_to_closed_form": float(np.abs(greedy_weights[t] - closed_form).sum())}
+      for t in range(1, config.max_iter + 1)])
   return summary
 
 
@@ -141,9 +148,9 @@ def markdown(summary):
   loss = summary["loss"]
   rows = [(t, f"{d['closed_form']:.4f}", f"{d['population']:.4f}", f"{loss['greedy'][t]:.4f}")
           for t, d in summary["l1_to_closed_form"].items()]
-  table = _cli.markdown_table(
+  table = reporting.markdown_table(
       ["steps", "L1 to closed form (sample)", "L1 to 1/sigma^2", "greedy MSE"], rows)
-  references = _cli.markdown_table(
+  references = reporting.markdown_table(
       ["reference", "MSE"],
       [(name.replace("_", " "), f"{loss[name]:.4f}") for name in (
           "best_single", "plain_average", "closed_form", "population_weights",
@@ -151,10 +158,9 @@ def markdown(summary):
   return table + "\n\n" + references
 
 
-def main(argv=None):
-  _cli.main(Config(), run, lambda summary: print(markdown(summary)),
-            default_workdir="runs/toy_min_variance", argv=argv)
+def print_summary(summary):
+  print(markdown(summary))
 
 
 if __name__ == "__main__":
-  main()
+  app.main("toy_min_variance", Config, run, print_summary)

@@ -23,9 +23,9 @@ def check_int(name, value, minimum=None, maximum=None):
   raise ValueError(f"{name}: expected {expected}, got {value!r}")
 
 
-def check_examples(pair, name):
-  """Raises a ``ValueError`` naming ``name`` unless ``pair`` is ``(x, y)`` with matching,
-  non-empty leading axes."""
+def check_examples(pair, name, allow_empty=False):
+  """Raises a ``ValueError`` naming ``name`` unless ``pair`` is ``(x, y)`` with matching
+  leading axes, non-empty unless ``allow_empty``."""
   if not isinstance(pair, (tuple, list)) or len(pair) != 2:
     raise ValueError(f"{name}: expected a pair (x, y), got {type(pair).__name__}")
   x, y = pair
@@ -33,5 +33,5 @@ def check_examples(pair, name):
     raise ValueError(
         f"{name}: expected x and y with the same leading number of examples, got shapes "
         f"{np.shape(x)} and {np.shape(y)}")
-  if np.shape(x)[0] < 1:
+  if np.shape(x)[0] < 1 and not allow_empty:
     raise ValueError(f"{name}: expected at least one example")

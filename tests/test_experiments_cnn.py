@@ -11,9 +11,8 @@ from jaxens import ensemble
 
 
 def _tiny(npz):
-  config = cnn_mnist.Config(data_source="npz", data_dir=str(npz), val_fraction=0.2)
-  return dataclasses.replace(config, train=dataclasses.replace(
-      config.train, n_members=3, epochs=3, batch_size=32))
+  return cnn_mnist.Config(data_source="npz", data_dir=str(npz), val_fraction=0.2, n_members=3,
+                          epochs=3, batch_size=32)
 
 
 def test_cnn_ensemble_member_equals_its_single_run(digits_npz, tmp_path):
@@ -23,7 +22,7 @@ def test_cnn_ensemble_member_equals_its_single_run(digits_npz, tmp_path):
   # The labels are learnable from the pixels: every member's validation loss falls.
   val_loss = np.asarray(summary["history"]["val_loss"])
   assert (val_loss[:, -1] < val_loss[:, 0]).all()
-  one_epoch = dataclasses.replace(config.train, epochs=1)
+  one_epoch = dataclasses.replace(config.train_config(), epochs=1)
   splits = cnn_mnist.as_images(data_lib.load_mnist("npz", 0.2, 0, config.data_dir))
   assert splits.train.x.shape == (384, 28, 28, 1)
   full = ensemble.train(one_epoch, splits, progress=False)

@@ -1,22 +1,24 @@
 """End-to-end runs of the E1 experiment: offline on generated data, and on real MNIST (slow)."""
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from experiments import ensemble_mnist
 
 ARTEFACTS = ("summary.json", "predictions.npz", "members.png", "curves.png",
-             "selection_weights.png", "selection_loss.png", "selection_accuracy.png")
+             "selection_weights.png", "selection_loss.png", "selection_accuracy.png",
+             "metrics.csv")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _tiny(**fields):
-  config = ensemble_mnist.Config()
-  overrides = [("train.n_members", 3), ("train.epochs", 2), ("long_max_iter", 20)]
-  for name, value in overrides + list(fields.items()):
-    config = ensemble_mnist._cli.override(config, name, value)
-  return config
+  return ensemble_mnist.Config(**{"n_members": 3, "epochs": 2, "long_max_iter": 20, **fields})
 
 
 def _check_run(workdir, n_members):
@@ -35,17 +37,25 @@ def _check_run(workdir, n_members):
   assert len(study["per_member"]) == n_members and min(study["per_member"]) >= 0
   plain = study["selection_by_penalty_weight"]["0.0"]
   assert plain["val_loss"] == pytest.approx(table["greedy on log_loss, 10 steps"]["val_loss"])
+  # metrics.csv holds every member's history, one row per member and epoch.
+  metrics = pd.read_csv(workdir / "metrics.csv")
+  for name, values in summary["history"].items():
+    np.testing.assert_allclose(
+        metrics.pivot(index="member", columns="step", values=name).to_numpy(), values)
   return summary
 
 
-def test_runs_offline_on_a_local_npz(tmp_path, capsys, digits_npz):
+def test_entry_point_runs_offline_on_a_local_npz(tmp_path, digits_npz):
   npz = digits_npz(600, 300)
   workdir = tmp_path / "run"
-  ensemble_mnist.main([f"--workdir={workdir}", "--config.data_source=npz",
-                       f"--config.data_dir={npz}", "--config.train.n_members=3",
-                       "--config.train.epochs=2", "--config.long_max_iter=20"])
+  out = subprocess.run(
+      [sys.executable, "-m", "experiments.ensemble_mnist", f"--workdir={workdir}",
+       "--config=configs/ensemble_mnist.py", "--config.data_source=npz",
+       f"--config.data_dir={npz}", "--config.n_members=3", "--config.epochs=2",
+       "--config.long_max_iter=20"], cwd=ROOT, capture_output=True, text=True, check=True)
   _check_run(workdir, 3)
-  assert "| member | best epoch |" in capsys.readouterr().out
+  assert "| member | best epoch |" in out.stdout
+  assert "wall time" in out.stderr  # absl.logging's status line
 
 
 @pytest.mark.slow

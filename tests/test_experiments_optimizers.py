@@ -4,6 +4,7 @@ import json
 import os
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from experiments import optimizers_mnist
@@ -13,12 +14,11 @@ from experiments import optimizers_mnist
 def test_optimizers_mnist_tiny(digits_npz, tmp_path, capsys):
   npz = digits_npz(96, 8)
   workdir = str(tmp_path / "run")
-  optimizers_mnist.main([
-      f"--workdir={workdir}", "--config.data_source=npz", f"--config.data_dir={npz}",
-      "--config.model.sizes=(784, 16, 10)", "--config.optimizers=('adam', 'momentum')",
-      "--config.batch_size=8", "--config.eval_every=4"])
+  config = optimizers_mnist.Config(data_source="npz", data_dir=str(npz), sizes=(784, 16, 10),
+                                   optimizers=("adam", "momentum"), batch_size=8, eval_every=4)
+  optimizers_mnist.print_summary(optimizers_mnist.run(config, workdir))
   assert "| adam |" in capsys.readouterr().out
-  for name in ("summary.json", "curves.png", "param_difference.png"):
+  for name in ("summary.json", "curves.png", "param_difference.png", "metrics.csv"):
     assert os.path.getsize(os.path.join(workdir, name)) > 0
   with open(os.path.join(workdir, "summary.json")) as f:
     summary = json.load(f)
@@ -37,6 +37,11 @@ def test_optimizers_mnist_tiny(digits_npz, tmp_path, capsys):
         assert differences[0] == 0.0  # the same initial weights
         assert max(differences) < 1e-4  # the same updates, up to float32 rounding
     assert runs["jaxens"]["val_accuracy"] == runs["optax"]["val_accuracy"]
+  metrics = pd.read_csv(os.path.join(workdir, "metrics.csv"))
+  logged = metrics[metrics.run == "adam/jaxens"]
+  assert list(logged.step) == [0, 4, 8, 9]
+  np.testing.assert_allclose(logged.val_accuracy,
+                             summary["results"]["adam"]["jaxens"]["val_accuracy"])
 
 
 def test_batch_order_visits_every_example_once_per_epoch():

@@ -1,13 +1,18 @@
 """End-to-end run of the E4 experiment (Keskar sharpness, SB against LB) on a tiny config."""
 
 import json
+import os
+import runpy
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from experiments import sharpness_batch_size
 
-ARTEFACTS = ("summary.json", "sharpness.png", "interpolation.png", "curves.png")
+ARTEFACTS = ("summary.json", "sharpness.png", "interpolation.png", "curves.png", "metrics.csv")
+CONFIG_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "configs", "sharpness_batch_size.py")
 N_MEMBERS = 2
 N_ALPHAS = 7  # alpha = -1, -0.5, ..., 2: both endpoints 0 and 1 lie on the grid.
 STEPS = 3
@@ -18,14 +23,12 @@ def test_tiny_run_writes_consistent_artefacts(tmp_path, capsys, digits_npz):
   npz = digits_npz(400, 200)
   workdir = tmp_path / "run"
   # 400 = 3 x 128 + 16: every chunked pass over the training set ends on a short chunk.
-  argv = [f"--workdir={workdir}", "--config.data_source=npz", f"--config.data_dir={npz}",
-          "--config.model.sizes=(784, 32, 32, 10)", f"--config.n_members={N_MEMBERS}",
-          "--config.small_batch=32", "--config.large_batch=200",
-          "--config.small_batch_epochs=1", "--config.large_batch_epochs=2",
-          "--config.bn_batch_size=100", "--config.chunk_size=128",
-          "--config.subspace_dim=10", f"--config.sharpness_steps={STEPS}",
-          "--config.sharpness_n_train=None", f"--config.n_alphas={N_ALPHAS}"]
-  sharpness_batch_size.main(argv)
+  config = sharpness_batch_size.Config(
+      data_source="npz", data_dir=str(npz), hidden=(32, 32), n_members=N_MEMBERS,
+      small_batch=32, large_batch=200, small_batch_epochs=1, large_batch_epochs=2,
+      bn_batch_size=100, chunk_size=128, subspace_dim=10, sharpness_steps=STEPS,
+      sharpness_n_train=None, n_alphas=N_ALPHAS)
+  sharpness_batch_size.print_summary(sharpness_batch_size.run(config, str(workdir)))
   out = capsys.readouterr().out
   assert "| E4 on MNIST, mean ± std over seeds | SB (this run) |" in out
   assert "n_passes = " in out and "reduced-scale" in out
@@ -35,10 +38,15 @@ def test_tiny_run_writes_consistent_artefacts(tmp_path, capsys, digits_npz):
   assert "reduced-scale" in summary["scale"]
   assert summary["n_train"] == summary["sharpness_n_train"] == 400
 
+  metrics_csv = pd.read_csv(workdir / "metrics.csv")
   for regime, epochs, steps in (("SB", 1, 12), ("LB", 2, 4)):
     result = summary["regimes"][regime]
     assert (result["epochs"], result["steps"]) == (epochs, steps)
     assert np.shape(result["history"]["train_loss"]) == (N_MEMBERS, epochs)
+    logged = metrics_csv[metrics_csv["run"] == regime]
+    np.testing.assert_allclose(
+        100 * logged.pivot(index="member", columns="step", values="test_accuracy").to_numpy(),
+        result["history"]["test_accuracy"], rtol=1e-6)
     metrics = result["metrics"]
     for name in ("train_accuracy", "test_accuracy"):
       values = np.asarray(metrics[name]["per_member"])
@@ -74,25 +82,14 @@ def test_tiny_run_writes_consistent_artefacts(tmp_path, capsys, digits_npz):
                                 / summary["regimes"]["SB"]["sharpness"]["full_0.001"]["mean"])
 
 
-def test_gpu_preset_is_the_full_protocol():
-  config = sharpness_batch_size.gpu()
-  assert config.model.sizes == (784,) + (512,) * 5 + (10,) and config.model.norm == "batch"
-  assert (config.small_batch, config.large_batch, config.n_members) == (256, 6000, 5)
-  assert config.sharpness_n_train is None
-  assert sharpness_batch_size.scale_note(config, 60_000).startswith("full protocol")
-  assert sharpness_batch_size.scale_note(sharpness_batch_size.Config(), 60_000).startswith(
-      "reduced-scale CPU run")
-  config, workdir = sharpness_batch_size.parse_args(
-      ["--workdir=w", "--config.n_members=2", "--config.preset=gpu"])
-  assert workdir == "w" and config.preset == "gpu" and config.n_members == 2
-  assert (config.small_batch_epochs, config.large_batch_epochs) == (100, 100)
-  assert "2 seeds per regime" in sharpness_batch_size.scale_note(config, 60_000)
-  quoted, _ = sharpness_batch_size.parse_args(["--config.preset='gpu'"])
-  assert quoted.preset == "gpu" and quoted.small_batch_epochs == 100
+def test_presets_of_the_config_file():
+  get_config = runpy.run_path(CONFIG_FILE)["get_config"]
+  assert sharpness_batch_size.scale_note(get_config("gpu"), 60_000).startswith("full protocol")
+  assert sharpness_batch_size.scale_note(get_config(), 60_000).startswith("reduced-scale")
+  with pytest.raises(ValueError, match="preset: expected one of .'cpu', 'gpu'., got 'tpu'"):
+    get_config("tpu")
 
 
 def test_bad_config_is_rejected():
-  with pytest.raises(ValueError, match="preset"):
-    sharpness_batch_size.Config(preset="tpu")
   with pytest.raises(ValueError, match="n_alphas"):
     sharpness_batch_size.Config(n_alphas=1)

@@ -6,6 +6,7 @@ have scales from 1e-5 to 10, and a closed-loop ill-conditioned quadratic.
 """
 
 import dataclasses
+import os
 from typing import Any, Callable
 
 import chex
@@ -30,88 +31,82 @@ def x64():
 
 @dataclasses.dataclass(frozen=True)
 class Case:
-  """One optimizer variant, its optax equivalent and per-member hyperparameters."""
+  """One optimizer variant and per-member hyperparameters; optax's equivalent is the table's."""
 
   name: str
   alias: Callable[..., optax.GradientTransformation]
   kwargs: dict[str, Any]
-  reference: Callable[..., optax.GradientTransformation]  # same kwargs as ``alias``
   members: dict[str, tuple[float, ...]]  # MEMBERS values of each float hyperparameter
 
-
-def _keras_adam_in_optax(learning_rate, b1, b2, eps, eps_mode):
-  del eps_mode
-  eps_t = lambda count: eps / jnp.sqrt(1 - b2 ** (count + 1))
-  return optax.inject_hyperparams(optax.adam)(learning_rate, b1, b2, eps=eps_t)
+  def reference(self, **kwargs):
+    return optim.equivalent(self.alias.__name__, "optax", **kwargs)()
 
 
 CASES = [
     Case("momentum/optax", optim.momentum,
          dict(learning_rate=0.01, mu=0.9, lr_in_buffer=False),
-         lambda learning_rate, mu, lr_in_buffer: optax.sgd(learning_rate, momentum=mu),
          dict(learning_rate=(0.01, 0.02, 0.005, 0.0), mu=(0.9, 0.5, 0.0, 0.99))),
     Case("momentum/keras", optim.momentum,
          dict(learning_rate=0.01, mu=0.9, lr_in_buffer=True),
-         lambda learning_rate, mu, lr_in_buffer: optax.chain(
-             optax.scale_by_learning_rate(learning_rate), optax.trace(mu)),
          dict(learning_rate=(0.01, 0.02, 0.005, 0.0), mu=(0.9, 0.5, 0.0, 0.99))),
     Case("nesterov/optax", optim.nesterov,
          dict(learning_rate=0.01, mu=0.9, lr_in_buffer=False),
-         lambda learning_rate, mu, lr_in_buffer: optax.sgd(
-             learning_rate, momentum=mu, nesterov=True),
          dict(learning_rate=(0.01, 0.02, 0.005, 0.0), mu=(0.9, 0.5, 0.0, 0.99))),
     Case("nesterov/keras", optim.nesterov,
          dict(learning_rate=0.01, mu=0.9, lr_in_buffer=True),
-         lambda learning_rate, mu, lr_in_buffer: optax.chain(
-             optax.scale_by_learning_rate(learning_rate), optax.trace(mu, nesterov=True)),
          dict(learning_rate=(0.01, 0.02, 0.005, 0.0), mu=(0.9, 0.5, 0.0, 0.99))),
     Case("rmsprop/out", optim.rmsprop,
          dict(learning_rate=0.01, rho=0.99, eps=1e-8, eps_in_sqrt=False),
-         lambda learning_rate, rho, eps, eps_in_sqrt: optax.rmsprop(
-             learning_rate, decay=rho, eps=eps, eps_in_sqrt=False),
          dict(learning_rate=(0.01, 0.02, 0.001, 0.005), rho=(0.99, 0.9, 0.0, 0.5),
               eps=(1e-8, 1e-3, 0.0, 1e-7))),
     Case("rmsprop/in", optim.rmsprop,
          dict(learning_rate=0.01, rho=0.9, eps=1e-7, eps_in_sqrt=True),
-         lambda learning_rate, rho, eps, eps_in_sqrt: optax.rmsprop(
-             learning_rate, decay=rho, eps=eps, eps_in_sqrt=True),
          dict(learning_rate=(0.01, 0.02, 0.001, 0.005), rho=(0.9, 0.99, 0.0, 0.5),
               eps=(1e-7, 1e-3, 1e-12, 1e-8))),
     Case("adam/paper", optim.adam,
          dict(learning_rate=0.05, b1=0.9, b2=0.999, eps=1e-8, eps_mode="paper"),
-         lambda learning_rate, b1, b2, eps, eps_mode: optax.adam(learning_rate, b1, b2, eps),
          dict(learning_rate=(0.05, 0.02, 0.01, 0.001), b1=(0.9, 0.0, 0.5, 0.99),
               b2=(0.999, 0.9, 0.0, 0.99), eps=(1e-8, 1e-3, 0.0, 1e-6))),
     Case("adam/keras", optim.adam,
          dict(learning_rate=0.05, b1=0.9, b2=0.999, eps=1e-7, eps_mode="keras"),
-         _keras_adam_in_optax,
          dict(learning_rate=(0.05, 0.02, 0.01, 0.001), b1=(0.9, 0.0, 0.5, 0.99),
               b2=(0.999, 0.9, 0.5, 0.99), eps=(1e-7, 1e-3, 0.0, 1e-6))),
     Case("adagrad/in", optim.adagrad,
          dict(learning_rate=0.5, eps=1e-7, initial_accumulator=0.1, eps_in_sqrt=True),
-         lambda learning_rate, eps, initial_accumulator, eps_in_sqrt: optax.adagrad(
-             learning_rate, initial_accumulator, eps),
          dict(learning_rate=(0.5, 0.3, 0.1, 0.01), eps=(1e-7, 1e-3, 0.0, 1e-10),
               initial_accumulator=(0.1, 0.0, 1.0, 0.01))),
     Case("adagrad/eps0", optim.adagrad,
          dict(learning_rate=0.5, eps=0.0, initial_accumulator=0.0, eps_in_sqrt=False),
-         lambda learning_rate, eps, initial_accumulator, eps_in_sqrt: optax.adagrad(
-             learning_rate, initial_accumulator, eps),
          dict(learning_rate=(0.5, 0.3, 0.1, 0.01), eps=(0.0, 1e-3, 1e-10, 1e-7),
               initial_accumulator=(0.0, 0.1, 1.0, 0.01))),
     Case("adadelta", optim.adadelta,
          dict(learning_rate=1.0, rho=0.9, eps=1e-6),
-         lambda learning_rate, rho, eps: optax.adadelta(learning_rate, rho, eps),
          dict(learning_rate=(1.0, 0.5, 2.0, 0.1), rho=(0.9, 0.95, 0.0, 0.5),
               eps=(1e-6, 1e-4, 1e-8, 1e-7))),
     Case("adadelta/lr0.3", optim.adadelta,
          dict(learning_rate=0.3, rho=0.95, eps=1e-6),
-         lambda learning_rate, rho, eps: optax.adadelta(learning_rate, rho, eps),
          dict(learning_rate=(0.3, 0.5, 2.0, 0.1), rho=(0.95, 0.9, 0.0, 0.5),
               eps=(1e-6, 1e-4, 1e-8, 1e-7))),
 ]
 CASE_IDS = [case.name for case in CASES]
 
+
+
+def test_every_optax_equivalent_is_tested():
+  tested = [optim.equivalent_row(case.alias.__name__, "optax", **case.kwargs) for case in CASES]
+  untested = [row for row in optim.EQUIVALENTS if row.library == "optax" and row not in tested]
+  assert not untested, f"no case runs these rows: {untested}"
+
+
+@pytest.mark.parametrize("optimizer,library,kwargs,match", [
+    ("sgd", "optax", {}, "optimizer: expected one of"),
+    ("adam", "flax", {}, "library: expected one of"),
+    ("adam", "torch", dict(eps_mode="keras"), r"adam\(eps_mode='paper'\)"),
+    ("adagrad", "keras", {}, r"adagrad\(eps_in_sqrt=True\)"),
+])
+def test_equivalent_raises_without_an_exact_mapping(optimizer, library, kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    optim.equivalent(optimizer, library, learning_rate=0.1, **kwargs)
 
 def _params_tree(dtype=jnp.float64):
   """A small pytree with 16 coordinates in two leaves."""
@@ -421,6 +416,24 @@ def test_gradient_noise_seeds_and_members():
   chex.assert_trees_all_equal(first_draw(jax.random.key(3)), first_draw(3))
 
 
+
+@pytest.mark.parametrize("eta", [0.3, np.float32(0.3)], ids=["float", "array"])
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float32])
+@pytest.mark.parametrize("typed_key", [False, True])
+def test_gradient_noise_is_optax_add_noise(typed_key, dtype, eta):
+  seed = jax.random.key(3) if typed_key else 3
+  grads = _params_tree(dtype)
+  ours, theirs = optim.add_gradient_noise(eta, 0.55, seed), optax.add_noise(eta, 0.55, seed)
+  our_state, their_state = ours.init(grads), theirs.init(grads)
+  for _ in range(3):
+    noisy, our_state = ours.update(grads, our_state)
+    expected, their_state = theirs.update(grads, their_state)
+    # An array eta makes optax promote bfloat16 to float32; jaxens keeps the dtype.
+    chex.assert_trees_all_equal(
+        noisy, jax.tree.map(lambda e, g: e.astype(g.dtype), expected, grads), strict=True)
+  assert type(our_state) is type(their_state)
+  chex.assert_trees_all_equal(our_state, their_state)
+
 @pytest.mark.parametrize("build", [
     lambda: optim.momentum(-0.1),
     lambda: optim.momentum(0.1, mu=1.0),
@@ -464,3 +477,9 @@ def test_schedules_and_traced_values_are_not_checked():
     return opt.update(params, opt.init(params))[0]
 
   np.testing.assert_allclose(traced(-1.0), params)  # no error on a traced value
+
+
+def test_readme_shows_the_current_table_of_equivalents():
+  readme = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+  with open(readme) as f:
+    assert optim.equivalents_table() in f.read()

@@ -5,7 +5,8 @@ a fixed gradient sequence with coordinate scales from 1e-5 to 10, and a closed-l
 ill-conditioned quadratic whose gradient each library computes from its own iterate.
 Every hyperparameter is passed explicitly: the libraries' defaults differ.
 
-Where a mapping is exact the trajectories agree to 1e-10. Where none exists the tests
+Where a mapping is exact (a row of ``optim.EQUIVALENTS``, whose references
+``optim.equivalent`` builds) the trajectories agree to 1e-10. Where none exists the tests
 assert the measured size of the difference, relative to how far the parameters moved
 (``_relative_gap``; measured with torch 2.13 and Keras 3.15, asserted within a factor
 of about 2):
@@ -151,56 +152,56 @@ def _assert_same(ours, theirs):
   np.testing.assert_array_less(_max_gap(ours, theirs), 1e-10)
 
 
+# name -> the jaxens alias's arguments; the alias is the name up to "/", the reference is
+# optim.equivalent's.
 TORCH_MAPPINGS = {
-    "momentum": (lambda: optim.momentum(0.01, mu=0.9, lr_in_buffer=False),
-                 lambda torch, p: torch.optim.SGD(p, lr=0.01, momentum=0.9)),
-    "nesterov": (lambda: optim.nesterov(0.01, mu=0.9, lr_in_buffer=False),
-                 lambda torch, p: torch.optim.SGD(p, lr=0.01, momentum=0.9, nesterov=True)),
-    "rmsprop": (lambda: optim.rmsprop(0.01, rho=0.99, eps=1e-8),
-                lambda torch, p: torch.optim.RMSprop(p, lr=0.01, alpha=0.99, eps=1e-8)),
-    "adam": (lambda: optim.adam(0.05, b1=0.9, b2=0.999, eps=1e-8),
-             lambda torch, p: torch.optim.Adam(p, lr=0.05, betas=(0.9, 0.999), eps=1e-8)),
-    "adagrad": (lambda: optim.adagrad(0.5, eps=1e-10, initial_accumulator=0.0),
-                lambda torch, p: torch.optim.Adagrad(
-                    p, lr=0.5, initial_accumulator_value=0.0, eps=1e-10)),
-    "adagrad/accumulator0.1": (
-        lambda: optim.adagrad(0.5, eps=1e-10, initial_accumulator=0.1),
-        lambda torch, p: torch.optim.Adagrad(
-            p, lr=0.5, initial_accumulator_value=0.1, eps=1e-10)),
-    "adadelta": (lambda: optim.adadelta(0.5, rho=0.9, eps=1e-6),
-                 lambda torch, p: torch.optim.Adadelta(p, lr=0.5, rho=0.9, eps=1e-6)),
+    "momentum": dict(learning_rate=0.01, mu=0.9, lr_in_buffer=False),
+    "nesterov": dict(learning_rate=0.01, mu=0.9, lr_in_buffer=False),
+    "rmsprop": dict(learning_rate=0.01, rho=0.99, eps=1e-8),
+    "adam": dict(learning_rate=0.05, b1=0.9, b2=0.999, eps=1e-8),
+    "adagrad": dict(learning_rate=0.5, eps=1e-10, initial_accumulator=0.0),
+    "adagrad/accumulator0.1": dict(learning_rate=0.5, eps=1e-10, initial_accumulator=0.1),
+    "adagrad/eps0": dict(learning_rate=0.5, eps=0.0, initial_accumulator=0.1, eps_in_sqrt=True),
+    "adadelta": dict(learning_rate=0.5, rho=0.9, eps=1e-6),
 }
 
 KERAS_MAPPINGS = {
-    "momentum": (lambda: optim.momentum(0.01, mu=0.9, lr_in_buffer=True),
-                 lambda keras: keras.optimizers.SGD(0.01, momentum=0.9)),
-    "nesterov": (lambda: optim.nesterov(0.01, mu=0.9, lr_in_buffer=True),
-                 lambda keras: keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True)),
-    "rmsprop": (lambda: optim.rmsprop(0.01, rho=0.9, eps=1e-7, eps_in_sqrt=True),
-                lambda keras: keras.optimizers.RMSprop(0.01, rho=0.9, epsilon=1e-7)),
-    "adam": (lambda: optim.adam(0.05, b1=0.9, b2=0.999, eps=1e-7, eps_mode="keras"),
-             lambda keras: keras.optimizers.Adam(0.05, beta_1=0.9, beta_2=0.999, epsilon=1e-7)),
-    "adagrad": (lambda: optim.adagrad(0.5, eps=1e-7, initial_accumulator=0.1, eps_in_sqrt=True),
-                lambda keras: keras.optimizers.Adagrad(
-                    0.5, initial_accumulator_value=0.1, epsilon=1e-7)),
-    "adadelta": (lambda: optim.adadelta(0.5, rho=0.95, eps=1e-7),
-                 lambda keras: keras.optimizers.Adadelta(0.5, rho=0.95, epsilon=1e-7)),
+    "momentum": dict(learning_rate=0.01, mu=0.9, lr_in_buffer=True),
+    "nesterov": dict(learning_rate=0.01, mu=0.9, lr_in_buffer=True),
+    "rmsprop": dict(learning_rate=0.01, rho=0.9, eps=1e-7, eps_in_sqrt=True),
+    "adam": dict(learning_rate=0.05, b1=0.9, b2=0.999, eps=1e-7, eps_mode="keras"),
+    "adagrad": dict(learning_rate=0.5, eps=1e-7, initial_accumulator=0.1, eps_in_sqrt=True),
+    "adadelta": dict(learning_rate=0.5, rho=0.95, eps=1e-7),
 }
+
+
+def _optimizer(name):
+  return name.split("/")[0]
+
+
+@pytest.mark.parametrize("library,mappings", [("torch", TORCH_MAPPINGS),
+                                              ("keras", KERAS_MAPPINGS)])
+def test_every_equivalent_is_tested(library, mappings):
+  tested = [optim.equivalent_row(_optimizer(name), library, **kwargs)
+            for name, kwargs in mappings.items()]
+  untested = [row for row in optim.EQUIVALENTS if row.library == library and row not in tested]
+  assert not untested, f"no mapping runs these rows: {untested}"
 
 
 @pytest.mark.parametrize("problem", ["fixed", "quadratic"])
 @pytest.mark.parametrize("name", list(TORCH_MAPPINGS))
 def test_matches_torch(torch, name, problem):
-  ours, theirs = TORCH_MAPPINGS[name]
-  _assert_same(_run_jaxens(ours(), problem),
-               _run_torch(torch, lambda p: theirs(torch, p), problem))
+  optimizer, kwargs = _optimizer(name), TORCH_MAPPINGS[name]
+  _assert_same(_run_jaxens(getattr(optim, optimizer)(**kwargs), problem),
+               _run_torch(torch, optim.equivalent(optimizer, "torch", **kwargs), problem))
 
 
 @pytest.mark.parametrize("problem", ["fixed", "quadratic"])
 @pytest.mark.parametrize("name", list(KERAS_MAPPINGS))
 def test_matches_keras(keras, name, problem):
-  ours, theirs = KERAS_MAPPINGS[name]
-  _assert_same(_run_jaxens(ours(), problem), _run_keras(keras, theirs(keras), problem))
+  optimizer, kwargs = _optimizer(name), KERAS_MAPPINGS[name]
+  _assert_same(_run_jaxens(getattr(optim, optimizer)(**kwargs), problem),
+               _run_keras(keras, optim.equivalent(optimizer, "keras", **kwargs)(), problem))
 
 
 def test_inverse_time_decay_is_keras_inverse_time_decay(keras):
@@ -221,33 +222,34 @@ def _inverse_time(keras, learning_rate):
 
 @pytest.mark.parametrize("problem", ["fixed", "quadratic"])
 def test_legacy_decay_end_to_end(torch, keras, problem):
-  """The chapter's ``decay=`` with momentum, Nesterov, Adam and AdaDelta, both ways."""
-  decayed = lambda lr: optim.inverse_time_decay(lr, DECAY)
+  """The chapter's ``decay=`` with momentum, Nesterov, Adam and AdaDelta, both ways.
+
+  The references are the table's, with each library's own schedule for the rate.
+  """
+  decayed = lambda name, learning_rate, kwargs: getattr(optim, name)(
+      optim.inverse_time_decay(learning_rate, DECAY), **kwargs)
+  keras_mappings = [
+      ("momentum", 0.01, dict(mu=0.9, lr_in_buffer=True)),
+      ("nesterov", 0.01, dict(mu=0.9, lr_in_buffer=True)),
+      ("adam", 0.05, dict(b1=0.9, b2=0.999, eps=1e-7, eps_mode="keras")),
+      ("adadelta", 1.0, dict(rho=0.95, eps=1e-7)),
+  ]
+  for name, learning_rate, kwargs in keras_mappings:
+    theirs = optim.equivalent(
+        name, "keras", learning_rate=_inverse_time(keras, learning_rate), **kwargs)()
+    _assert_same(_run_jaxens(decayed(name, learning_rate, kwargs), problem),
+                 _run_keras(keras, theirs, problem))
   torch_factor = lambda step: 1.0 / (1.0 + DECAY * step)
-  pairs = [
-      (optim.momentum(decayed(0.01), 0.9, lr_in_buffer=True),
-       keras.optimizers.SGD(_inverse_time(keras, 0.01), momentum=0.9)),
-      (optim.nesterov(decayed(0.01), 0.9, lr_in_buffer=True),
-       keras.optimizers.SGD(_inverse_time(keras, 0.01), momentum=0.9, nesterov=True)),
-      (optim.adam(decayed(0.05), 0.9, 0.999, 1e-7, eps_mode="keras"),
-       keras.optimizers.Adam(_inverse_time(keras, 0.05), 0.9, 0.999, epsilon=1e-7)),
-      (optim.adadelta(decayed(1.0), 0.95, 1e-7),
-       keras.optimizers.Adadelta(_inverse_time(keras, 1.0), 0.95, epsilon=1e-7)),
+  torch_mappings = [
+      ("momentum", 0.01, dict(mu=0.9, lr_in_buffer=False)),
+      ("nesterov", 0.01, dict(mu=0.9, lr_in_buffer=False)),
+      ("adam", 0.05, dict(b1=0.9, b2=0.999, eps=1e-8)),
+      ("adadelta", 1.0, dict(rho=0.95, eps=1e-7)),
   ]
-  for ours, theirs in pairs:
-    _assert_same(_run_jaxens(ours, problem), _run_keras(keras, theirs, problem))
-  pairs = [
-      (optim.momentum(decayed(0.01), 0.9, lr_in_buffer=False),
-       lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9)),
-      (optim.nesterov(decayed(0.01), 0.9, lr_in_buffer=False),
-       lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9, nesterov=True)),
-      (optim.adam(decayed(0.05), 0.9, 0.999, 1e-8),
-       lambda p: torch.optim.Adam(p, lr=0.05, betas=(0.9, 0.999), eps=1e-8)),
-      (optim.adadelta(decayed(1.0), 0.95, 1e-7),
-       lambda p: torch.optim.Adadelta(p, lr=1.0, rho=0.95, eps=1e-7)),
-  ]
-  for ours, theirs in pairs:
-    _assert_same(_run_jaxens(ours, problem), _run_torch(torch, theirs, problem, torch_factor))
+  for name, learning_rate, kwargs in torch_mappings:
+    theirs = optim.equivalent(name, "torch", learning_rate=learning_rate, **kwargs)
+    _assert_same(_run_jaxens(decayed(name, learning_rate, kwargs), problem),
+                 _run_torch(torch, theirs, problem, torch_factor))
 
 
 @pytest.mark.reference_gap

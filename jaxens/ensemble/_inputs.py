@@ -103,7 +103,7 @@ def _check_optimizer(cfg, optimizer_overrides):
   optimizer = _step.resolve_optimizer(cfg.optimizer)
   if isinstance(optimizer, optax.GradientTransformation):
     if cfg.optimizer_kwargs is not None:
-      raise ValueError("optimizer_kwargs: must be None with a ready "
+      raise ValueError("optimizer_kwargs: expected None with a ready "
                        "optax.GradientTransformation; pass a factory (e.g. optax.adam) instead")
     if optimizer_overrides:
       raise ValueError(f"overrides: {sorted(optimizer_overrides)} cannot vary per member with a "
@@ -117,12 +117,8 @@ def _check_optimizer(cfg, optimizer_overrides):
 
 
 def _as_arrays(pair, name):
-  if not isinstance(pair, (tuple, list)) or len(pair) != 2:
-    raise ValueError(f"{name}: expected a pair (x, y), got {type(pair).__name__}")
+  _validation.check_examples(pair, name, allow_empty=True)
   x, y = np.asarray(pair[0]), np.asarray(pair[1])
-  if x.ndim < 1 or y.ndim < 1 or x.shape[0] != y.shape[0]:
-    raise ValueError(f"{name}: expected x and y with the same leading number of examples, "
-                     f"got shapes {x.shape} and {y.shape}")
   if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
     raise ValueError(f"{name}: expected float or integer x, got dtype {x.dtype}")
   if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():

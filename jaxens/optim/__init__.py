@@ -3,7 +3,8 @@
 Momentum, Nesterov, RMSProp, Adam, AdaGrad and AdaDelta: each a ``scale_by_*``
 building block with a NamedTuple state, and an alias that chains the learning rate
 (a float, a schedule, or one traced value per ensemble member under ``jax.vmap``).
-Plus the legacy Keras ``decay`` schedule and annealed gradient noise.
+Plus the legacy Keras ``decay`` schedule, annealed gradient noise, and the table of
+each optimizer's exact optax, torch.optim and Keras 3 equivalents (``EQUIVALENTS``).
 """
 
 from jaxens.optim._alias import adadelta
@@ -12,6 +13,13 @@ from jaxens.optim._alias import adam
 from jaxens.optim._alias import momentum
 from jaxens.optim._alias import nesterov
 from jaxens.optim._alias import rmsprop
+from jaxens.optim._equivalents import EQUIVALENTS
+from jaxens.optim._equivalents import Equivalent
+from jaxens.optim._equivalents import equivalent
+from jaxens.optim._equivalents import equivalent_row
+from jaxens.optim._equivalents import equivalents_table
+from jaxens.optim._equivalents import optax_keras_adam
+from jaxens.optim._equivalents import optax_lr_in_buffer_momentum
 from jaxens.optim._schedules import inverse_time_decay
 from jaxens.optim._transforms import AddGradientNoiseState
 from jaxens.optim._transforms import ScaleByAdadeltaState
@@ -33,8 +41,10 @@ from jaxens.optim._transforms import scale_by_rmsprop
 OPTIMIZERS = ("momentum", "nesterov", "rmsprop", "adam", "adagrad", "adadelta")
 
 __all__ = (
+    "EQUIVALENTS",
     "OPTIMIZERS",
     "AddGradientNoiseState",
+    "Equivalent",
     "ScaleByAdadeltaState",
     "ScaleByAdagradState",
     "ScaleByAdamState",
@@ -45,9 +55,14 @@ __all__ = (
     "adagrad",
     "adam",
     "add_gradient_noise",
+    "equivalent",
+    "equivalent_row",
+    "equivalents_table",
     "inverse_time_decay",
     "momentum",
     "nesterov",
+    "optax_keras_adam",
+    "optax_lr_in_buffer_momentum",
     "rmsprop",
     "scale_by_adadelta",
     "scale_by_adagrad",

@@ -21,7 +21,7 @@ def check_nonnegative(name, value):
   """Raises ``ValueError`` unless every entry of a concrete ``value`` is >= 0."""
   array = _concrete(value)
   if array is not None and not np.all(array >= 0):
-    raise ValueError(f"{name} must be >= 0 (a float or one value per member); got {value!r}")
+    raise ValueError(f"{name}: expected a value >= 0 (a float or one per member), got {value!r}")
 
 
 def check_decay(name, value):
@@ -29,10 +29,10 @@ def check_decay(name, value):
   array = _concrete(value)
   if array is not None and not np.all((array >= 0) & (array < 1)):
     raise ValueError(
-        f"{name} must be in [0, 1) (a float or one value per member); got {value!r}")
+        f"{name}: expected a value in [0, 1) (a float or one per member), got {value!r}")
 
 
 def check_choice(name, value, choices):
   """Raises ``ValueError`` unless ``value`` is one of ``choices``."""
   if value not in choices:
-    raise ValueError(f"{name} must be one of {choices}; got {value!r}")
+    raise ValueError(f"{name}: expected one of {choices}, got {value!r}")

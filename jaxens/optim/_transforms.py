@@ -433,11 +433,8 @@ def scale_by_learning_rate(learning_rate):
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-class AddGradientNoiseState(NamedTuple):
-  """Number of updates so far and the PRNG key for the next draw."""
-
-  count: jax.Array
-  rng_key: jax.Array
+#: The state of :func:`add_gradient_noise`: ``optax.AddNoiseState``'s count and PRNG key.
+AddGradientNoiseState = optax.AddNoiseState
 
 
 def add_gradient_noise(eta=0.01, gamma=0.55, seed=0):
@@ -450,6 +447,10 @@ def add_gradient_noise(eta=0.01, gamma=0.55, seed=0):
 
   with :math:`t = 0` at the first update, independently for every coordinate. Chain it
   before an optimizer: ``optax.chain(add_gradient_noise(), adam(1e-3))``.
+
+  This is ``optax.add_noise(eta, gamma, seed)``, draw for draw, except that it checks
+  its hyperparameters when built and keeps each gradient's dtype: optax promotes
+  bfloat16 gradients to the dtype of an array ``eta`` or ``gamma`` (e.g. one per member).
 
   Args:
     eta: non-negative base variance :math:`\eta` (the paper tries 0.01, 0.3 and 1.0).
@@ -471,22 +472,10 @@ def add_gradient_noise(eta=0.01, gamma=0.55, seed=0):
   """
   _checks.check_nonnegative("eta", eta)
   _checks.check_nonnegative("gamma", gamma)
-
-  def init_fn(params):
-    del params
-    is_key = jnp.issubdtype(jnp.asarray(seed).dtype, jax.dtypes.prng_key)
-    key = seed if is_key else jax.random.key(seed)
-    return AddGradientNoiseState(count=jnp.zeros([], jnp.int32), rng_key=key)
+  noise = optax.add_noise(eta, gamma, seed)
 
   def update_fn(updates, state, params=None):
-    del params
-    stddev = jnp.sqrt(eta / (1 + state.count) ** gamma)
-    rng_key, sample_key = jax.random.split(state.rng_key)
-    leaf_keys = optax.tree.split_key_like(sample_key, updates)
-    updates = jax.tree.map(
-        lambda g, key: (g + stddev * jax.random.normal(key, g.shape, g.dtype)).astype(g.dtype),
-        updates, leaf_keys)
-    return updates, AddGradientNoiseState(
-        count=optax.safe_increment(state.count), rng_key=rng_key)
+    noisy, state = noise.update(updates, state, params)
+    return jax.tree.map(lambda n, g: n.astype(g.dtype), noisy, updates), state
 
-  return optax.GradientTransformation(init_fn, update_fn)
+  return optax.GradientTransformation(noise.init, update_fn)
