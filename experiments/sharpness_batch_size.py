@@ -28,11 +28,15 @@ Sharpness (``jaxens.sharpness.keskar``, vmapped over the members):
 
 with ``f`` the mean training cross-entropy, in the full space (``A = I``) at
 ``epsilon`` 1e-3 and 5e-4 and in a random 100-dimensional subspace (Rademacher ``A``, one
-matrix shared by all members and both regimes) at 1e-3. Only the weights are perturbed; the
-BN statistics stay fixed. The maximisation is 10 Frank-Wolfe steps (the paper: 10 L-BFGS-B
-iterations); the solver's name is reported. The first step goes straight to the box corner
-that maximises the linear model, so the values found can be far above the paper's; compare
-the LB/SB ratios. Also measured: one full-space call for one member on all training images,
+matrix shared by all members and both regimes) at 1e-3. Only the weights are perturbed.
+How ``f`` treats BN, and how it is maximised, is the protocol (``bn_statistics``, ``solver``):
+the population statistics held fixed while the weights move (``fixed``, the default) or the
+batch statistics of ``f``'s chunk (``batch``; by default one chunk of all of ``f``'s images),
+maximised by ``frank_wolfe`` (10 steps, vmapped over the members) or by the paper's
+``lbfgsb`` (10 iterations of scipy's L-BFGS-B from ``y = 0``, on the host, member by
+member). With ``compare_protocols`` every protocol of ``PROTOCOLS`` is measured, and a second
+table sets fixed BN with Frank-Wolfe, batch BN with Frank-Wolfe and batch BN with L-BFGS-B
+beside the paper. Also measured: one full-space call for one member on all training images,
 its count of full forward-and-backward passes, and its wall time against that of one pass
 (same chunking), both compiled ahead so that compilation is excluded.
 
@@ -83,10 +87,14 @@ from experiments import reporting  # noqa: E402
 from jaxens import _validation  # noqa: E402
 from jaxens import data as data_lib  # noqa: E402
 from jaxens import ensemble  # noqa: E402
+from jaxens import losses  # noqa: E402
 from jaxens import nn  # noqa: E402
 from jaxens import sharpness  # noqa: E402
 
 REGIMES = ("SB", "LB")
+BN_STATISTICS = ("fixed", "batch")
+#: The protocols E4's comparison table sets beside the paper: (BN statistics, solver).
+PROTOCOLS = (("fixed", "frank_wolfe"), ("batch", "frank_wolfe"), ("batch", "lbfgsb"))
 #: The full protocol's epochs per regime (the paper trains until the loss stops improving).
 FULL_PROTOCOL_EPOCHS = 100
 #: Keskar et al. (2017), network F1: (mean, std or None) over 5 runs; accuracies in %.
@@ -126,6 +134,14 @@ class Config:
     sharpness_n_train: ``f`` in the sharpness is the mean over the first this many training
       images (None: all of them, the paper's definition).
     chunk_size: examples per chunk whenever ``f`` is evaluated.
+    bn_statistics, solver: the protocol of the main sharpness measurements: ``f`` with the
+      BN population statistics held fixed while the weights move (``fixed``) or with the
+      batch statistics of ``f``'s chunk (``batch``), maximised by ``frank_wolfe`` or by the
+      paper's ``lbfgsb`` (10 iterations of scipy's L-BFGS-B from ``y = 0``).
+    compare_protocols: also measure every protocol of ``PROTOCOLS``, for the table that
+      sets them beside the paper.
+    bn_chunk_size: with batch statistics, examples per chunk of ``f`` (None: all of ``f``'s
+      images in one chunk, the full-batch statistics).
     alpha_range, n_alphas: the interpolation grid, endpoints included.
   """
   hidden: tuple = (512,) * 5
@@ -151,6 +167,10 @@ class Config:
   sharpness_seed: int = 0
   sharpness_n_train: Optional[int] = 10_000
   chunk_size: int = sharpness.DEFAULT_CHUNK_SIZE
+  bn_statistics: str = "fixed"
+  solver: str = "frank_wolfe"
+  compare_protocols: bool = True
+  bn_chunk_size: Optional[int] = None
   alpha_range: tuple = (-1.0, 2.0)
   n_alphas: int = 25
 
@@ -161,6 +181,13 @@ class Config:
     if self.sharpness_n_train is not None:
       _validation.check_int("sharpness_n_train", self.sharpness_n_train, 1)
     _validation.check_int("n_alphas", self.n_alphas, 2)
+    if self.bn_statistics not in BN_STATISTICS:
+      raise ValueError(f"bn_statistics: expected one of {BN_STATISTICS}, got "
+                       f"{self.bn_statistics!r}")
+    if self.solver not in sharpness.SOLVERS:
+      raise ValueError(f"solver: expected one of {sharpness.SOLVERS}, got {self.solver!r}")
+    if self.bn_chunk_size is not None:
+      _validation.check_int("bn_chunk_size", self.bn_chunk_size, 1)
     if not self.epsilons or min(self.epsilons) <= 0 or self.subspace_epsilon <= 0:
       raise ValueError(f"epsilons, subspace_epsilon: expected positive box sizes, got "
                        f"{self.epsilons} and {self.subspace_epsilon}")
@@ -250,9 +277,12 @@ def run(config, workdir):
       "n_train": n_train,
       "n_test": int(x_test.shape[0]),
       "sharpness_n_train": n_sharp,
-      "bn_statistics": ("re-estimated on the training set after training (Ioffe & Szegedy "
-                        "Alg. 2), fixed while the weights are perturbed"
-                        if config.reestimate_bn else "training moving averages"),
+      "bn_statistics": (
+          ("population statistics re-estimated on the training set after training (Ioffe & "
+           "Szegedy Alg. 2)" if config.reestimate_bn else "the training's moving averages")
+          + (", held fixed while the weights are perturbed" if config.bn_statistics == "fixed"
+             else "; inside f, the batch statistics of f's chunk")),
+      "solver": config.solver,
       "regimes": regimes,
       "paper": PAPER,
       "pattern": _pattern(regimes),
@@ -284,15 +314,64 @@ def _ensemble_metrics(model_cfg, params, state, x, y):
   return jax.vmap(lambda p, s: ensemble.evaluate(model_cfg, p, s, x, y))(params, state)
 
 
-@functools.partial(jax.jit, static_argnames=("model_cfg", "subspace_dim", "steps", "chunk_size"))
+def _batch_bn_loss(model_cfg, state, params, x, y):
+  """Mean cross-entropy with BN on the batch statistics of ``x``; ``state`` only feeds the
+  moving averages, which are discarded."""
+  logits, _ = nn.mlp_apply(model_cfg, params, state, x, train=True)
+  return losses.log_loss_from_logits(logits, y)
+
+
+def _loss_fn(model_cfg, state, bn_statistics):
+  """``f``'s ``loss_fn(params, x, y)`` with the BN statistics held fixed or of the batch."""
+  loss = ensemble.eval_loss if bn_statistics == "fixed" else _batch_bn_loss
+  return functools.partial(loss, model_cfg, state)
+
+
+@functools.partial(jax.jit, static_argnames=("model_cfg", "subspace_dim", "steps", "chunk_size",
+                                             "bn_statistics"))
 def _ensemble_sharpness(model_cfg, params, state, x, y, epsilon, key, *, subspace_dim, steps,
-                        chunk_size):
-  """``keskar`` of every member; one compiled program serves both regimes and all epsilons."""
+                        chunk_size, bn_statistics):
+  """Frank-Wolfe ``keskar`` of every member; one compiled program serves both regimes and all
+  epsilons."""
   def member(p, s):
-    return sharpness.keskar(functools.partial(ensemble.eval_loss, model_cfg, s), p, (x, y),
-                            epsilon=epsilon, subspace_dim=subspace_dim, steps=steps,
-                            chunk_size=chunk_size, key=key)
+    return sharpness.keskar(_loss_fn(model_cfg, s, bn_statistics), p, (x, y), epsilon=epsilon,
+                            subspace_dim=subspace_dim, steps=steps, chunk_size=chunk_size,
+                            key=key)
   return jax.vmap(member)(params, state)
+
+
+def _protocol_sharpness(config, model_cfg, params, state, data, protocol):
+  """``{setting: measure}`` of every member, ``protocol = (bn_statistics, solver)``."""
+  bn_statistics, solver = protocol
+  chunk_size = (config.chunk_size if bn_statistics == "fixed"
+                else config.bn_chunk_size or int(data[1].shape[0]))
+  key = jax.random.PRNGKey(config.sharpness_seed)
+  n_members = len(jax.tree.leaves(params)[0])
+  # Batch statistics never read the state, so one loss function (one compiled oracle) serves
+  # every member of the host-side L-BFGS-B loop.
+  shared_loss = _loss_fn(model_cfg, _member(state, 0), bn_statistics)
+  measures = {}
+  for name, epsilon, subspace_dim in _sharpness_settings(config):
+    if solver == "frank_wolfe":
+      out = _ensemble_sharpness(model_cfg, params, state, *data, jnp.float32(epsilon), key,
+                                subspace_dim=subspace_dim, steps=config.sharpness_steps,
+                                chunk_size=chunk_size, bn_statistics=bn_statistics)
+      values, f0, fmax, n_passes = out.value, out.f0, out.fmax, out.n_passes
+    else:  # L-BFGS-B runs on the host, one member at a time.
+      outs = [sharpness.keskar(
+          shared_loss if bn_statistics == "batch"
+          else _loss_fn(model_cfg, _member(state, i), bn_statistics),
+          _member(params, i), data, epsilon=epsilon, subspace_dim=subspace_dim,
+          steps=config.sharpness_steps, chunk_size=chunk_size, key=key, solver=solver)
+              for i in range(n_members)]
+      values, f0, fmax = ([getattr(o, field) for o in outs] for field in ("value", "f0", "fmax"))
+      n_passes = [o.n_passes for o in outs]
+    measures[name] = {"epsilon": epsilon, "subspace_dim": subspace_dim,
+                      "per_member": np.asarray(values, np.float64), "f0": np.asarray(f0),
+                      "fmax": np.asarray(fmax), "solver": solver, "n_passes": n_passes,
+                      "bn_statistics": bn_statistics, "chunk_size": chunk_size}
+    measures[name].update(_mean_std(measures[name]["per_member"]))
+  return measures
 
 
 def _sharpness_settings(config):
@@ -307,18 +386,12 @@ def _measure_regime(config, cfg, result, state, train_seconds, train, test, shar
   train_loss, train_acc = map(np.asarray, _ensemble_metrics(model, params, state, *train))
   test_loss, test_acc = map(np.asarray, _ensemble_metrics(model, params, state, *test))
   _, moving_test_acc = _ensemble_metrics(model, params, result.state, *test)
-  key = jax.random.PRNGKey(config.sharpness_seed)
-  measures = {}
+  main = (config.bn_statistics, config.solver)
+  protocols = list(dict.fromkeys([main, *PROTOCOLS])) if config.compare_protocols else [main]
   with reporting.Stopwatch() as timer:
-    for name, epsilon, subspace_dim in _sharpness_settings(config):
-      out = _ensemble_sharpness(model, params, state, *sharp_data,
-                                jnp.float32(epsilon), key, subspace_dim=subspace_dim,
-                                steps=config.sharpness_steps, chunk_size=config.chunk_size)
-      measures[name] = {"epsilon": epsilon, "subspace_dim": subspace_dim,
-                        "per_member": np.asarray(out.value, np.float64),
-                        "f0": np.asarray(out.f0), "fmax": np.asarray(out.fmax),
-                        "solver": out.solver, "n_passes": out.n_passes}
-      measures[name].update(_mean_std(measures[name]["per_member"]))
+    by_protocol = {"/".join(protocol): _protocol_sharpness(config, model, params, state,
+                                                            sharp_data, protocol)
+                   for protocol in protocols}
   test_per_epoch = np.asarray(result.history["val_accuracy"])
   per_member = {
       "train_loss": train_loss, "train_accuracy": 100 * train_acc,
@@ -334,7 +407,8 @@ def _measure_regime(config, cfg, result, state, train_seconds, train, test, shar
       "diverged": result.diverged,
       "metrics": {name: {"per_member": values, **_mean_std(values)}
                   for name, values in per_member.items()},
-      "sharpness": measures,
+      "sharpness": by_protocol["/".join(main)],
+      "protocols": by_protocol,
       "history": {"train_loss": result.history["train_loss"],
                   "test_accuracy": 100 * test_per_epoch},
   }
@@ -470,12 +544,40 @@ def results_table(summary):
                               "LB (this run)", "LB (paper)"), rows)
 
 
+PROTOCOL_NAMES = {"fixed/frank_wolfe": "fixed BN, Frank-Wolfe",
+                  "batch/frank_wolfe": "batch BN, Frank-Wolfe",
+                  "batch/lbfgsb": "batch BN, L-BFGS-B (the paper's solver)",
+                  "fixed/lbfgsb": "fixed BN, L-BFGS-B"}
+
+
+def protocols_table(summary):
+  """Sharpness under every measured protocol beside the paper, per regime and setting."""
+  regimes = summary["regimes"]
+  protocols = list(regimes["SB"]["protocols"])
+  rows = []
+  for regime in REGIMES:
+    for name, measure in regimes[regime]["sharpness"].items():
+      space = "full" if measure["subspace_dim"] is None else f"subspace p={measure['subspace_dim']}"
+      row = [f"{regime}, {space}, ε={measure['epsilon']:g}"]
+      for protocol in protocols:
+        stats = regimes[regime]["protocols"][protocol][name]
+        row.append(_fmt(stats["mean"], stats["std"], 2))
+      row.append(_fmt(*PAPER[name][regime], 2) if name in PAPER else "")
+      rows.append(row)
+  headers = ["E4 sharpness, mean ± std over seeds",
+             *(PROTOCOL_NAMES[protocol] for protocol in protocols), "paper"]
+  return reporting.markdown_table(headers, rows)
+
+
 def print_summary(summary):
   print(f"E4, Keskar et al. 2017 — {summary['scale']}")
   print(f"Train {summary['n_train']} images, test {summary['n_test']}; sharpness f = mean "
         f"training cross-entropy over {summary['sharpness_n_train']} training images; BN: "
         f"{summary['bn_statistics']}.\n")
   print(results_table(summary))
+  if len(summary["regimes"]["SB"]["protocols"]) > 1:
+    print()
+    print(protocols_table(summary))
   pattern = summary["pattern"]
   ratios = ", ".join(f"{name} {ratio:.1f}x"
                      for name, ratio in pattern["sharpness_ratio_lb_over_sb"].items())

@@ -27,7 +27,7 @@ def test_tiny_run_writes_consistent_artefacts(tmp_path, capsys, digits_npz):
       data_source="npz", data_dir=str(npz), hidden=(32, 32), n_members=N_MEMBERS,
       small_batch=32, large_batch=200, small_batch_epochs=1, large_batch_epochs=2,
       bn_batch_size=100, chunk_size=128, subspace_dim=10, sharpness_steps=STEPS,
-      sharpness_n_train=None, n_alphas=N_ALPHAS)
+      sharpness_n_train=None, n_alphas=N_ALPHAS, bn_chunk_size=100)
   sharpness_batch_size.print_summary(sharpness_batch_size.run(config, str(workdir)))
   out = capsys.readouterr().out
   assert "| E4 on MNIST, mean ± std over seeds | SB (this run) |" in out
@@ -57,6 +57,20 @@ def test_tiny_run_writes_consistent_artefacts(tmp_path, capsys, digits_npz):
       assert phi.shape == (N_MEMBERS,)
       # f(x) from the chunked sharpness pass is the evaluation-mode training loss.
       np.testing.assert_allclose(f0, metrics["train_loss"]["per_member"], rtol=1e-4)
+
+  for regime in ("SB", "LB"):
+    protocols = summary["regimes"][regime]["protocols"]
+    assert list(protocols) == ["fixed/frank_wolfe", "batch/frank_wolfe", "batch/lbfgsb"]
+    assert protocols["fixed/frank_wolfe"] == summary["regimes"][regime]["sharpness"]
+    # Both batch protocols maximise the same f, on the BN statistics of 100-image chunks:
+    # their f(x) agree, and differ from f(x) on the population statistics.
+    batch_f0 = np.asarray(protocols["batch/frank_wolfe"]["full_0.001"]["f0"])
+    np.testing.assert_allclose(protocols["batch/lbfgsb"]["full_0.001"]["f0"], batch_f0,
+                               rtol=1e-5)
+    assert not np.allclose(batch_f0, protocols["fixed/frank_wolfe"]["full_0.001"]["f0"],
+                           rtol=1e-3)
+    assert protocols["batch/lbfgsb"]["full_0.001"]["solver"] == "lbfgsb"
+  assert "| batch BN, L-BFGS-B (the paper's solver) | paper |" in out
 
   timing = summary["timing_full_space"]
   assert timing["n_examples"] == 400
