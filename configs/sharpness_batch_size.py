@@ -2,7 +2,8 @@
 
 Presets:
   cpu (default): the reduced-scale run, 15 epochs per regime and ``f`` in the sharpness over
-    the first 10,000 training images; 7 to 15 minutes on 2 CPU cores.
+    the first 10,000 training images; 89 minutes on 2 shared CPU cores with the protocol
+    comparison, which ``--config.compare_protocols=False`` skips.
   gpu: the full protocol, 100 epochs per regime (23,400 SB and 1,000 LB steps; the paper
     trains until the loss stops improving) and ``f`` over all 60,000 training images.
 """

@@ -49,9 +49,11 @@ Scale. The default is a reduced-scale CPU run: 15 epochs per regime, paper train
 convergence. That is 3,510 SB and 150 LB steps, which reach 99.7-100% training accuracy
 without converging; and ``f`` inside the sharpness is the mean over the first 10,000
 training images instead of all 60,000 (the timing call and the interpolation use all of
-them). It takes 7 to 15 minutes on 2 shared CPU cores. The ``gpu`` preset
-(``--config=configs/sharpness_batch_size.py:gpu``) runs the full protocol: 100 epochs in each regime (23,400 SB and 1,000 LB steps; the paper trains until the
-loss stops improving) and ``f`` over all 60,000 images. The printed output and
+them). It took 89 minutes on this project's 2-core VM, shared with other jobs, most of it the
+protocol comparison (``--config.compare_protocols=False`` skips it). The ``gpu`` preset
+(``--config=configs/sharpness_batch_size.py:gpu``) runs the full protocol: 100 epochs in each
+regime (23,400 SB and 1,000 LB steps; the paper trains until the loss stops improving) and
+``f`` over all 60,000 images. The printed output and
 ``summary.json`` say which one ran.
 
 Writes ``metrics.csv`` and ``tensorboard/`` (per regime and member: training loss and
