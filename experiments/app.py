@@ -38,19 +38,12 @@ def preset(presets, name):
   return presets[name]()
 
 
-def field_paths(config_type, prefix=""):
-  """``[(dotted name, type, default)]`` of a config dataclass, nested dataclasses flattened."""
+def field_paths(config_type):
+  """``[(name, type, default)]`` of every field of a (flat) config dataclass."""
   hints = typing.get_type_hints(config_type)
-  paths = []
-  for field in dataclasses.fields(config_type):
-    kind = hints[field.name]
-    if dataclasses.is_dataclass(kind):
-      paths += field_paths(kind, f"{prefix}{field.name}.")
-      continue
-    default = (field.default_factory() if field.default_factory is not dataclasses.MISSING
-               else field.default)
-    paths.append((prefix + field.name, kind, default))
-  return paths
+  return [(field.name, hints[field.name],
+           field.default_factory() if field.default_factory is not dataclasses.MISSING
+           else field.default) for field in dataclasses.fields(config_type)]
 
 
 def _type_name(kind):
