@@ -100,10 +100,11 @@ class Checkpoints:
         item_handlers={"carry": ocp.StandardCheckpointHandler(),
                        "meta": ocp.JsonCheckpointHandler()})
 
-  def save(self, epoch, carry, members, n_devices):
+  def save(self, epoch, carry, members, n_devices, probe_every=None):
     meta = {"fingerprint": self._fingerprint, "epoch": epoch,
             "history_length": next(iter(carry.history.values())).shape[1],
-            "members": list(map(int, members)), "n_devices": n_devices}
+            "members": list(map(int, members)), "n_devices": n_devices,
+            "probe_every": probe_every}
     self._manager.save(epoch, args=self._ocp.args.Composite(
         carry=self._ocp.args.StandardSave(carry), meta=self._ocp.args.JsonSave(meta)))
     self._manager.wait_until_finished()
@@ -118,8 +119,9 @@ class Checkpoints:
   def restore(self, like):
     """``(epochs_done, carry)`` from the latest checkpoint, or ``(0, like)``.
 
-    ``like`` is the carry of the real members; its history may be longer than the
-    checkpoint's (a run resumed with more epochs): the checkpoint's is padded with NaN.
+    ``like`` is the carry of the real members; its history and probes may be longer than the
+    checkpoint's (a run resumed with more epochs): the checkpoint's are padded with NaN (and
+    integer probes with 0).
     """
     meta = self.latest_meta()
     if meta is None:
@@ -138,6 +140,11 @@ class Checkpoints:
     abstract = abstract._replace(history={
         name: jax.ShapeDtypeStruct((a.shape[0], meta["history_length"]), a.dtype, sharding=host)
         for name, a in abstract.history.items()})
+    if like.probes is not None:
+      saved = self._manager.item_metadata(meta["epoch"])["carry"]["probes"]
+      abstract = abstract._replace(probes=jax.tree.map(
+          lambda a, s: jax.ShapeDtypeStruct(s.shape, a.dtype, sharding=host),
+          abstract.probes, saved))
     restored = self._manager.restore(meta["epoch"], args=self._ocp.args.Composite(
         carry=self._ocp.args.StandardRestore(abstract)))
     carry = restored.carry
@@ -145,7 +152,12 @@ class Checkpoints:
     done = meta["epoch"]
     history = {name: np.pad(np.asarray(column)[:, :done], ((0, 0), (0, epochs - done)),
                             constant_values=np.nan) for name, column in carry.history.items()}
-    return meta["epoch"], carry._replace(history=history)
+    probes = carry.probes
+    if probes is not None:
+      probes = jax.tree.map(
+          lambda saved, a: np.concatenate([np.asarray(saved), np.asarray(a)[:, saved.shape[1]:]],
+                                          axis=1), probes, like.probes)
+    return meta["epoch"], carry._replace(history=history, probes=probes)
 
   def restore_as_saved(self):
     """The latest checkpoint as numpy trees of its own structure, and its record."""
@@ -186,4 +198,12 @@ def load(workdir):
       best_state=carry["best_state"],
       history={k: np.asarray(v) for k, v in carry["history"].items()},
       best_epoch=np.asarray(carry["best_epoch"]), diverged=~np.asarray(carry["alive"]),
-      members=np.asarray(meta["members"]), n_devices=meta["n_devices"])
+      members=np.asarray(meta["members"]), n_devices=meta["n_devices"],
+      probes=carry.get("probes"), probe_steps=_probe_steps(carry.get("probes"), meta))
+
+
+def _probe_steps(probes, meta):
+  if probes is None:
+    return None
+  n_probes = jax.tree.leaves(probes)[0].shape[1]
+  return np.arange(n_probes) * meta["probe_every"]

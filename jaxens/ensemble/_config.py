@@ -48,6 +48,12 @@ class TrainConfig:
       (``"best_val_loss"``) or the last epoch (``"last"``).
     l2: weight of ``nn.l2_penalty`` (the sum of squared kernels) added to the training loss.
     max_norm: radius of the max-norm projection applied after every step, or None.
+    probe: a jittable ``probe(params, state, batch, step) -> pytree`` run inside the compiled
+      epoch for every member, every ``probe_every`` steps: at global steps ``0, k, 2k, ...``
+      (0-based) it sees one member's parameters and model state after ``step`` updates, and the
+      minibatch ``(x, y)`` that step ``step`` trains on. Its outputs are stacked into
+      ``TrainResult.probes``. A probe that needs fixed data (a test subset) closes over it.
+    probe_every: k, the steps between two probes (required with ``probe``).
     xla_cpu_options: on a CPU, compile with LLVM -O1 and 512-bit vectors (faster to compile,
       faster element-wise work; float rounding differs from XLA's defaults). False keeps
       XLA's defaults. Other backends always keep theirs.
@@ -66,12 +72,21 @@ class TrainConfig:
   keep: str = "best_val_loss"
   l2: float = 0.0
   max_norm: Optional[float] = None
+  probe: Optional[Callable[..., Any]] = None
+  probe_every: Optional[int] = None
   xla_cpu_options: bool = True
 
   @property
   def network(self) -> models.Model:
     """``model`` as a ``jaxens.models.Model``."""
     return models.resolve(self.model)
+
+  def n_probes(self, steps_per_epoch: int) -> int:
+    """How many probes a run records: one at every ``probe_every``-th step,
+    ``ceil(epochs * steps_per_epoch / probe_every)``."""
+    if self.probe is None:
+      return 0
+    return -(-self.epochs * steps_per_epoch // self.probe_every)
 
   @property
   def resolved_optimizer_kwargs(self) -> Mapping[str, Any]:
@@ -99,6 +114,11 @@ class TrainResult(NamedTuple):
     members: (E,) the member indices, ``range(n_members)`` or ``members``.
     n_devices: how many devices trained the members (the member axis is padded to a
       multiple of it; padded members never appear in a result).
+    probes: with ``cfg.probe``, its outputs with every leaf of shape (E, n_probes, ...), probe
+      ``j`` taken at global step ``j * probe_every``; ``probe_steps`` lists those steps. Float
+      leaves are NaN where a member diverged (from the epoch it diverged in), integer leaves 0.
+      None without a probe.
+    probe_steps: (n_probes,) the global step of each probe, or None.
   """
   params: Any
   state: Any
@@ -109,3 +129,5 @@ class TrainResult(NamedTuple):
   diverged: np.ndarray
   members: np.ndarray
   n_devices: int = 1
+  probes: Any = None
+  probe_steps: Optional[np.ndarray] = None

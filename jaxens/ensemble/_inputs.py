@@ -5,6 +5,7 @@ Each failure raises a ``ValueError`` that names the argument (``data.train``, ``
 """
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -65,6 +66,7 @@ def _check_config(cfg):
   if cfg.max_norm is not None:
     _check_max_norm("max_norm", cfg.max_norm)
   _tasks.task(cfg.loss)
+  _check_probe(cfg)
   model = cfg.network
   overrides = {name: _override(cfg, name, values) for name, values in
                (cfg.overrides or {}).items()}
@@ -75,6 +77,38 @@ def _check_config(cfg):
     if not np.all((model_h["dropout"] >= 0) & (model_h["dropout"] < 1)):
       raise ValueError(f"overrides['dropout']: expected rates in [0, 1), got {model_h['dropout']}")
   _check_optimizer(cfg, optimizer_h)
+
+
+def _check_probe(cfg):
+  if cfg.probe is None:
+    if cfg.probe_every is not None:
+      raise ValueError(f"probe_every: expected None without a probe, got {cfg.probe_every}")
+    return
+  if not callable(cfg.probe):
+    raise ValueError("probe: expected a callable probe(params, state, batch, step) -> pytree, "
+                     f"got {type(cfg.probe).__name__}")
+  _validation.check_int("probe_every", cfg.probe_every, 1)
+
+
+def probe_shapes(cfg, params, state, batch):
+  """The shapes of one member's probe outputs, from the members' ``params`` and ``state``
+  (leading member axis) and a ``batch`` without one; a failure names ``probe``."""
+  def one_member(tree):
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), tree)
+
+  batch = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), batch)
+  try:
+    shapes = jax.eval_shape(cfg.probe, one_member(params), one_member(state), batch,
+                            jax.ShapeDtypeStruct((), np.int32))
+  except Exception as error:  # The user's probe: any failure is reported with its cause.
+    raise ValueError(f"probe: failed on one member's params, state, batch and step: "
+                     f"{error}") from error
+  bad = [leaf for leaf in jax.tree.leaves(shapes)
+         if not (jnp.issubdtype(leaf.dtype, jnp.number)
+                 or leaf.dtype == jnp.bool_)]
+  if bad:
+    raise ValueError(f"probe: expected numeric outputs, got dtypes {[b.dtype for b in bad]}")
+  return shapes
 
 
 def _override(cfg, name, values):

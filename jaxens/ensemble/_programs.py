@@ -29,6 +29,7 @@ class Carry(NamedTuple):
   best_epoch: jax.Array
   alive: jax.Array
   history: dict
+  probes: Any = None
 
 
 def _program_key(cfg):
@@ -99,6 +100,26 @@ def init_fn(cfg, history_keys):
   return jax.jit(init, compiler_options=compiler_options(cfg))
 
 
+def probe_buffers(shapes, n_members, n_probes):
+  """Empty probe outputs (E, n_probes, ...): NaN for float leaves, 0 for the others."""
+  def buffer(shape):
+    fill = jnp.nan if jnp.issubdtype(shape.dtype, jnp.inexact) else 0
+    return jnp.full((n_members, n_probes) + shape.shape, fill, shape.dtype)
+  return jax.tree.map(buffer, shapes)
+
+
+def _record_probe(cfg):
+  """``(probes, params, state, batch, step) -> probes`` with every member's probe of this
+  step written at index ``step // probe_every``."""
+  def record(probes, params, state, batch, step):
+    values = jax.vmap(cfg.probe, in_axes=(0, 0, 0, None))(params, state, batch, step)
+    return jax.tree.map(
+        lambda buffer, value: jax.lax.dynamic_update_index_in_dim(
+            buffer, value.astype(buffer.dtype), step // cfg.probe_every, axis=1),
+        probes, values)
+  return record
+
+
 @_cached_per_config
 def epoch_fn(cfg, n_train, n_val, report_every):
   """The jitted program that trains every member for one epoch and evaluates it.
@@ -118,8 +139,13 @@ def epoch_fn(cfg, n_train, n_val, report_every):
     orders = jnp.swapaxes(orders, 0, 1)  # (n_steps, E, batch)
 
     def scan_body(inner, step_order):
-      params, state, opt_state, finite, step = inner
+      params, state, opt_state, finite, step, probes = inner
       batch = (x_train[step_order], y_train[step_order])
+      if cfg.probe is not None:
+        # The predicate is the same for every member, so under vmap this stays a branch and
+        # the steps between probes do not evaluate the probe.
+        probes = jax.lax.cond(step % cfg.probe_every == 0, _record_probe(cfg), lambda p, *_: p,
+                              probes, params, state, batch, step)
       (params, state, opt_state), step_metrics = jax.vmap(
           lambda *a: _step.train_step(cfg, model, task, a[:5], a[5], step))(
               params, state, opt_state, keys, hparams, batch)
@@ -128,10 +154,12 @@ def epoch_fn(cfg, n_train, n_val, report_every):
         jax.lax.cond(step % report_every == report_every - 1,
                      lambda: jax.debug.callback(_progress.Progress.report, step_metrics["loss"]),
                      lambda: None)
-      return (params, state, opt_state, finite, step + 1), step_metrics
+      return (params, state, opt_state, finite, step + 1, probes), step_metrics
 
-    init = (carry.params, carry.state, carry.opt_state, carry.alive, epoch * n_steps)
-    (params, state, opt_state, finite, _), step_metrics = jax.lax.scan(scan_body, init, orders)
+    init = (carry.params, carry.state, carry.opt_state, carry.alive, epoch * n_steps,
+            carry.probes)
+    (params, state, opt_state, finite, _, probes), step_metrics = jax.lax.scan(
+        scan_body, init, orders)
     train_metrics = task.finish({k: jnp.mean(v, axis=0) for k, v in step_metrics.items()})
     if n_val:
       val_metrics = jax.vmap(lambda p, s: _evaluate.metrics(
@@ -152,7 +180,9 @@ def epoch_fn(cfg, n_train, n_val, report_every):
                  _step.where_members(improved, params, carry.best_params),
                  _step.where_members(improved, state, carry.best_state),
                  jnp.where(improved, val_loss, carry.best_val_loss),
-                 jnp.where(improved, epoch, carry.best_epoch), alive, history)
+                 jnp.where(improved, epoch, carry.best_epoch), alive, history,
+                 # A diverged member's probes of this epoch go back to their fill values.
+                 _step.where_members(alive, probes, carry.probes))
 
   # Donating the carry halves peak memory on accelerators; the CPU backend cannot donate.
   return jax.jit(train_epoch, donate_argnums=(0,) if jax.default_backend() != "cpu" else (),

@@ -1,5 +1,6 @@
 """``train``: the loop over epochs around the compiled programs."""
 
+import jax
 import numpy as np
 from absl import logging
 
@@ -49,6 +50,12 @@ def train(cfg, data, *, workdir=None, resume=False, members=None, progress=True)
   root_key, keys, carry = _programs.init_fn(cfg, history_keys)(
       np.uint32(cfg.seed), _mesh.shard_members(_mesh.pad_members(members, n_padded), mesh),
       hparams, x_example)
+  n_train, n_val = x_train.shape[0], x_val.shape[0]
+  n_probes = cfg.n_probes(n_train // cfg.batch_size)
+  if cfg.probe is not None:
+    batch_example = (x_example, np.asarray(y_train[:cfg.batch_size]))
+    shapes = _inputs.probe_shapes(cfg, carry.params, carry.state, batch_example)
+    carry = carry._replace(probes=_programs.probe_buffers(shapes, n_padded, n_probes))
   keys, carry = _mesh.shard_members((keys, carry), mesh)
 
   checkpoints = None
@@ -60,7 +67,6 @@ def train(cfg, data, *, workdir=None, resume=False, members=None, progress=True)
     if start_epoch:
       carry = _mesh.shard_members(_mesh.pad_members(restored, n_padded), mesh)
 
-  n_train, n_val = x_train.shape[0], x_val.shape[0]
   bar = _progress.open_bar(n_train // cfg.batch_size) if progress else None
   epoch_fn = _programs.epoch_fn(cfg, n_train, n_val, None if bar is None else bar.every)
   try:
@@ -69,7 +75,8 @@ def train(cfg, data, *, workdir=None, resume=False, members=None, progress=True)
         bar.start(epoch, cfg.epochs)
       carry = epoch_fn(carry, keys, hparams, root_key, epoch, x_train, y_train, x_val, y_val)
       if checkpoints is not None:
-        checkpoints.save(epoch + 1, _mesh.unpad_members(carry, n_members), members, n_devices)
+        checkpoints.save(epoch + 1, _mesh.unpad_members(carry, n_members), members, n_devices,
+                         cfg.probe_every)
   finally:
     if bar is not None:
       bar.close()
@@ -86,4 +93,6 @@ def train(cfg, data, *, workdir=None, resume=False, members=None, progress=True)
       params=carry.params, state=carry.state, best_params=carry.best_params,
       best_state=carry.best_state, history={k: np.asarray(v) for k, v in carry.history.items()},
       best_epoch=np.asarray(carry.best_epoch), diverged=diverged, members=members,
-      n_devices=n_devices)
+      n_devices=n_devices,
+      probes=None if carry.probes is None else jax.tree.map(np.asarray, carry.probes),
+      probe_steps=None if cfg.probe is None else np.arange(n_probes) * cfg.probe_every)
