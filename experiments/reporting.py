@@ -37,8 +37,9 @@ def _jsonable(value):
   return repr(value)
 
 
-def history_rows(history, run="", first_step=1):
-  """Long-format rows from an ensemble history: ``{metric: (members, steps)}`` arrays.
+def history_rows(history, run="", first_step=1, steps=None):
+  """Long-format rows from an ensemble history: ``{metric: (members, steps)}`` arrays; the
+  columns are steps ``first_step, first_step + 1, ...`` or the given ``steps``.
 
   Example:
     >>> rows = history_rows({"val_loss": np.array([[0.5, 0.4]])}, run="adam")
@@ -47,7 +48,8 @@ def history_rows(history, run="", first_step=1):
   """
   arrays = {name: np.asarray(values, np.float64) for name, values in history.items()}
   n_members, n_steps = next(iter(arrays.values())).shape[:2]
-  return [{"run": run, "member": member, "step": first_step + step,
+  steps = first_step + np.arange(n_steps) if steps is None else np.asarray(steps)
+  return [{"run": run, "member": member, "step": int(steps[step]),
            **{name: float(values[member, step]) for name, values in arrays.items()}}
           for member in range(n_members) for step in range(n_steps)]
 
@@ -84,6 +86,21 @@ def plot_members(ax, per_member, label, **style):
   steps = np.arange(1, per_member.shape[1] + 1)
   for i, values in enumerate(per_member):
     ax.plot(steps, values, label=label if i == 0 else None, **{"alpha": 0.6, **style})
+
+
+def plot_band(ax, steps, per_member, label, **style):
+  """The mean over members of ``per_member`` (members, steps) against ``steps``, with a band
+  of +- one standard deviation."""
+  per_member = np.asarray(per_member, np.float64)
+  mean, std = per_member.mean(axis=0), per_member.std(axis=0)
+  line, = ax.plot(steps, mean, label=label, **style)
+  ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.25, linewidth=0)
+
+
+def mean_std(values, digits=4):
+  """``"mean ± std"`` of ``values`` (population std), for tables."""
+  values = np.asarray(values, np.float64)
+  return f"{values.mean():.{digits}f} ± {values.std():.{digits}f}"
 
 
 def markdown_table(headers, rows):

@@ -227,6 +227,25 @@ def mlp_apply(cfg, params, state, x, *, train, rng=None, dropout=None):
   return logits, new_state
 
 
+def mlp_intermediates(cfg, params, state, x, *, train, rng=None):
+  """What every layer computes, for the landscape and distribution measures.
+
+  Same arguments as :func:`mlp_apply` (``train`` uses batch statistics and, with ``rng``,
+  dropout and BN noise). Returns a dict with, for each layer ``l`` (``n_hidden`` is the logits
+  layer):
+
+  - ``activation_input_<l>``: the input to the activation, ``(N, sizes[l + 1])``: the
+    normalised ``Wu + b`` with ``norm_position="pre"``, else ``Wu + b`` itself (Ioffe &
+    Szegedy's Figure 1 plots its percentiles for one sigmoid);
+  - ``output_<l>``: the layer's output after its activation, norm and dropout (the logits for
+    the last layer).
+  """
+  intermediates = {}
+  _forward(cfg, params, state, x, use_batch_stats=train,
+           rng=rng if train and cfg.stochastic else None, intermediates=intermediates)
+  return intermediates
+
+
 def population_statistics(cfg, params, state, xs, batch_size):
   """Re-estimates the BN population statistics by averaging over ``xs`` (Ioffe's method).
 
@@ -252,12 +271,18 @@ def population_statistics(cfg, params, state, xs, batch_size):
           for name, s in stats.items()}
 
 
-def _forward(cfg, params, state, x, *, use_batch_stats, rng, dropout=None):
+def _forward(cfg, params, state, x, *, use_batch_stats, rng, dropout=None,
+             intermediates=None):
   """The network; returns ``(logits, batch_stats)``, the per-layer BN batch statistics.
 
   Dropout and BN noise are applied exactly when ``rng`` is given; ``dropout`` replaces
-  ``cfg.dropout`` (see ``mlp_apply``).
+  ``cfg.dropout`` (see ``mlp_apply``). A dict ``intermediates`` receives each layer's
+  activation input and output (see ``mlp_intermediates``).
   """
+  def record(name, value):
+    if intermediates is not None:
+      intermediates[name] = value
+
   hidden_rate = cfg.dropout if dropout is None else dropout
   hidden_dropout = cfg.dropout > 0 or dropout is not None
   if x.ndim != 2 or x.shape[-1] != cfg.sizes[0]:
@@ -283,13 +308,16 @@ def _forward(cfg, params, state, x, *, use_batch_stats, rng, dropout=None):
     normalise = cfg.normalised(layer)
     if normalise and (cfg.norm_position == "pre" or is_logits):
       h = _norm(cfg, params, state, batch_stats, layer, h, use_batch_stats, keys)
+      record(f"activation_input_{layer}", h)
       h = activation(h)
     else:
+      record(f"activation_input_{layer}", h)
       h = activation(h)
       if normalise:
         h = _norm(cfg, params, state, batch_stats, layer, h, use_batch_stats, keys)
     if apply_dropout and not is_logits and cfg.dropout_kind != "dropconnect" and hidden_dropout:
       h = _unit_dropout(cfg.dropout_kind, keys("dropout", layer), h, hidden_rate)
+    record(f"output_{layer}", h)
   return h, batch_stats
 
 

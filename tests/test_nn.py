@@ -299,3 +299,23 @@ def test_penalties_sum_over_kernels_only():
                              rtol=1e-6)
   np.testing.assert_allclose(nn.l1_penalty(params), sum(float(jnp.abs(k).sum()) for k in kernels),
                              rtol=1e-6)
+
+
+@pytest.mark.parametrize("norm_position", nn.NORM_POSITIONS)
+def test_intermediates_are_the_layers_of_the_forward_pass(norm_position):
+  cfg = nn.MLPConfig(sizes=(6, 5, 4, 3), activation="sigmoid", norm="batch",
+                     norm_position=norm_position)
+  params, state = nn.mlp_init(jax.random.PRNGKey(0), cfg)
+  x = jax.random.normal(jax.random.PRNGKey(1), (8, 6))
+  for train in (True, False):
+    got = nn.mlp_intermediates(cfg, params, state, x, train=train)
+    logits, _ = nn.mlp_apply(cfg, params, state, x, train=train)
+    np.testing.assert_allclose(got["output_2"], logits, rtol=1e-6)
+    # By hand: the last hidden layer's activation input from the layer before it.
+    p, s = jax.tree.map(np.asarray, (params, state))
+    h = np.asarray(got["output_0"]) @ p["dense_1"]["kernel"] + p["dense_1"]["bias"]
+    if norm_position == "pre":
+      mean, var = (h.mean(0), h.var(0)) if train else (s["norm_1"]["mean"], s["norm_1"]["var"])
+      h = (h - mean) / np.sqrt(var + cfg.bn_eps) * p["norm_1"]["scale"] + p["norm_1"]["bias"]
+    np.testing.assert_allclose(got["activation_input_1"], h, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(got["activation_input_1"], jax.nn.sigmoid(got["activation_input_1"]))

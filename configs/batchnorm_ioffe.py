@@ -1,0 +1,9 @@
+"""``experiments.batchnorm_ioffe``: Ioffe & Szegedy's 3 x 100 sigmoid MNIST net, 50,000 SGD
+steps of batch 60, without BN, with BN before and after the sigmoid, 5 seeds each."""
+
+from experiments import app
+from experiments import batchnorm_ioffe
+
+
+def get_config(preset="default"):
+  return app.preset({"default": batchnorm_ioffe.Config}, preset)
