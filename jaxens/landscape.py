@@ -21,6 +21,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
@@ -87,7 +88,7 @@ def along_gradient(loss_fn, params, batch, etas):
   _validation.check_examples(batch, "batch")
   if jnp.ndim(etas) != 1 or jnp.shape(etas)[0] < 1:
     raise ValueError(f"etas: expected a non-empty 1-D array, got shape {jnp.shape(etas)}")
-  if not isinstance(etas, jax.core.Tracer) and not bool(jnp.all(jnp.asarray(etas) > 0)):
+  if not isinstance(etas, jax.core.Tracer) and not np.all(np.asarray(etas) > 0):
     raise ValueError(f"etas: expected positive step sizes, got {etas}")
   return _along_gradient(loss_fn, params, batch, jnp.asarray(etas))
 
