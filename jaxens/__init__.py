@@ -2,8 +2,9 @@
 
 Modules: ``data`` (MNIST), ``nn`` (pure-function MLPs), ``losses`` (shared metrics), ``models``
 (the model protocol and its adapters), ``optim``
-(six optimizers from their equations), ``ensemble`` (vmap x scan training), ``select`` (greedy
-ensemble selection), ``sharpness`` and ``landscape`` (loss-surface measures).
+(six optimizers from their equations), ``schedules`` (learning-rate schedules from their
+papers), ``ensemble`` (vmap x scan training), ``select`` (greedy ensemble selection),
+``sharpness`` and ``landscape`` (loss-surface measures).
 """
 
 from jaxens import data
@@ -13,6 +14,7 @@ from jaxens import losses
 from jaxens import models
 from jaxens import nn
 from jaxens import optim
+from jaxens import schedules
 from jaxens import select
 from jaxens import sharpness
 

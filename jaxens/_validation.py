@@ -2,7 +2,23 @@
 
 import numbers
 
+import jax
 import numpy as np
+
+
+def concrete(value):
+  """``value`` as a NumPy array, or ``None`` when it cannot be inspected now (a schedule, or a
+  traced per-member value)."""
+  if callable(value) or isinstance(value, jax.core.Tracer):
+    return None
+  return np.asarray(value)
+
+
+def check_nonnegative(name, value):
+  """Raises ``ValueError`` unless every entry of a concrete ``value`` is >= 0."""
+  array = concrete(value)
+  if array is not None and not np.all(array >= 0):
+    raise ValueError(f"{name}: expected a value >= 0 (a float or one per member), got {value!r}")
 
 
 def check_int(name, value, minimum=None, maximum=None):

@@ -31,6 +31,7 @@ import re
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax
+import jax.numpy as jnp
 
 from jaxens import _conv
 from jaxens import nn
@@ -48,11 +49,15 @@ class Model(NamedTuple):
       (``TrainConfig.overrides``); each arrives as a traced scalar.
     description: a stable text that identifies the network across processes (checkpoint
       fingerprints use it).
+    population_state: optional ``(params, state, xs, batch_size) -> state``, the state
+      (batch-norm statistics) re-estimated for ``params`` over the examples ``xs``;
+      :func:`population_state` falls back to a generic estimate when it is None.
   """
   init: Callable[..., Any]
   apply: Callable[..., Any]
   hyperparams: tuple = ()
   description: Optional[str] = None
+  population_state: Optional[Callable[..., Any]] = None
 
 
 @functools.lru_cache(maxsize=64)
@@ -72,7 +77,11 @@ def mlp(cfg: nn.MLPConfig) -> Model:
   def apply(params, state, x, *, train, rng=None, dropout=None):
     return nn.mlp_apply(cfg, params, state, x, train=train, rng=rng, dropout=dropout)
 
-  return Model(init, apply, hyperparams=("dropout",), description=repr(cfg))
+  def population_state(params, state, xs, batch_size):
+    return nn.population_statistics(cfg, params, state, xs, batch_size)
+
+  return Model(init, apply, hyperparams=("dropout",), description=repr(cfg),
+               population_state=population_state)
 
 
 CONVS = ("auto", "patches", "native")
@@ -182,3 +191,54 @@ def resolve(model) -> Model:
     return Model(*model)
   raise ValueError(f"model: expected an nn.MLPConfig or a jaxens.models.Model (see mlp, "
                    f"from_linen, from_nnx) or an (init, apply) pair, got {type(model).__name__}")
+
+
+def population_state(model, params, state, xs, batch_size):
+  """``state`` re-estimated for ``params`` over ``xs``, as after weight averaging (SWA).
+
+  Uses ``model.population_state`` when the model has one (the built-in MLP: Ioffe's averages
+  of batch statistics, ``nn.population_statistics``). Otherwise, for any model whose training
+  mode updates its state as a moving average ``s <- m s + (1 - m) b`` (Flax's ``BatchNorm``,
+  linen and nnx), the batch statistic ``b`` of every minibatch is recovered exactly by running
+  training mode from state 0 (giving ``(1 - m) b``) and from state 1 (giving
+  ``m + (1 - m) b``), and the result is the mean of ``b`` over the ``len(xs) // batch_size``
+  minibatches, as Izmailov et al. recompute BN after averaging. Leaves that training does not
+  move as a moving average (``m = 1``), and non-float leaves, keep their value.
+
+  Args:
+    model: a :class:`Model`.
+    params, state: one member's.
+    xs: ``(N, ...)`` training inputs.
+    batch_size: examples per minibatch, at most ``N``.
+  """
+  if model.population_state is not None:
+    return model.population_state(params, state, xs, batch_size)
+  floats = [leaf for leaf in jax.tree.leaves(state)
+            if jnp.issubdtype(leaf.dtype, jnp.floating)]
+  if not floats:
+    return state
+  n_batches = xs.shape[0] // batch_size
+  batches = xs[:n_batches * batch_size].reshape((n_batches, batch_size) + xs.shape[1:])
+  key = jax.random.PRNGKey(0)
+
+  def filled(value):
+    return jax.tree.map(
+        lambda a: jnp.full_like(a, value)
+        if jnp.issubdtype(a.dtype, jnp.floating) else a, state)
+
+  def batch_statistics(_, x):
+    from_zero = model.apply(params, filled(0.0), x, train=True, rng=key)[1]
+    from_one = model.apply(params, filled(1.0), x, train=True, rng=key)[1]
+
+    def recover(zero, one):
+      if not jnp.issubdtype(zero.dtype, jnp.floating):
+        return zero
+      kept = 1.0 - (one - zero)  # 1 - m
+      return jnp.where(kept > 1e-6, zero / jnp.where(kept > 1e-6, kept, 1.0),
+                             jnp.nan)
+    return None, jax.tree.map(recover, from_zero, from_one)
+
+  _, stats = jax.lax.scan(batch_statistics, None, batches)
+  return jax.tree.map(
+      lambda s, old: jnp.where(jnp.isnan(s[0]), old, jnp.mean(s, axis=0))
+      if jnp.issubdtype(old.dtype, jnp.floating) else old, stats, state)

@@ -20,6 +20,8 @@ from jaxens.ensemble import _config
 from jaxens.ensemble import _programs
 
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+# Carry fields with a slot axis (axis 1) that grows when a run resumes with more epochs.
+_GROWING = ("probes", "snapshots")
 
 
 def describe(value, depth=0):
@@ -100,11 +102,14 @@ class Checkpoints:
         item_handlers={"carry": ocp.StandardCheckpointHandler(),
                        "meta": ocp.JsonCheckpointHandler()})
 
-  def save(self, epoch, carry, members, n_devices, probe_every=None):
+  def save(self, epoch, carry, members, n_devices, steps=None):
+    """Saves ``carry`` after ``epoch`` epochs; ``steps`` maps ``probe_steps`` and
+    ``snapshot_steps`` to the steps of the run's probes and snapshots, for ``load``."""
     meta = {"fingerprint": self._fingerprint, "epoch": epoch,
             "history_length": next(iter(carry.history.values())).shape[1],
             "members": list(map(int, members)), "n_devices": n_devices,
-            "probe_every": probe_every}
+            **{name: None if value is None else list(map(int, value))
+               for name, value in (steps or {}).items()}}
     self._manager.save(epoch, args=self._ocp.args.Composite(
         carry=self._ocp.args.StandardSave(carry), meta=self._ocp.args.JsonSave(meta)))
     self._manager.wait_until_finished()
@@ -119,9 +124,9 @@ class Checkpoints:
   def restore(self, like):
     """``(epochs_done, carry)`` from the latest checkpoint, or ``(0, like)``.
 
-    ``like`` is the carry of the real members; its history and probes may be longer than the
-    checkpoint's (a run resumed with more epochs): the checkpoint's are padded with NaN (and
-    integer probes with 0).
+    ``like`` is the carry of the real members; its history, probes and snapshots may be
+    longer than the checkpoint's (a run resumed with more epochs): the checkpoint's are padded
+    with ``like``'s fill values (NaN, and 0 for integers).
     """
     meta = self.latest_meta()
     if meta is None:
@@ -140,11 +145,12 @@ class Checkpoints:
     abstract = abstract._replace(history={
         name: jax.ShapeDtypeStruct((a.shape[0], meta["history_length"]), a.dtype, sharding=host)
         for name, a in abstract.history.items()})
-    if like.probes is not None:
-      saved = self._manager.item_metadata(meta["epoch"])["carry"]["probes"]
-      abstract = abstract._replace(probes=jax.tree.map(
-          lambda a, s: jax.ShapeDtypeStruct(s.shape, a.dtype, sharding=host),
-          abstract.probes, saved))
+    saved = self._manager.item_metadata(meta["epoch"])["carry"]
+    for name in _GROWING:
+      if getattr(like, name) is not None:
+        abstract = abstract._replace(**{name: jax.tree.map(
+            lambda a, s: jax.ShapeDtypeStruct(s.shape, a.dtype, sharding=host),
+            getattr(abstract, name), saved[name])})
     restored = self._manager.restore(meta["epoch"], args=self._ocp.args.Composite(
         carry=self._ocp.args.StandardRestore(abstract)))
     carry = restored.carry
@@ -152,12 +158,11 @@ class Checkpoints:
     done = meta["epoch"]
     history = {name: np.pad(np.asarray(column)[:, :done], ((0, 0), (0, epochs - done)),
                             constant_values=np.nan) for name, column in carry.history.items()}
-    probes = carry.probes
-    if probes is not None:
-      probes = jax.tree.map(
-          lambda saved, a: np.concatenate([np.asarray(saved), np.asarray(a)[:, saved.shape[1]:]],
-                                          axis=1), probes, like.probes)
-    return meta["epoch"], carry._replace(history=history, probes=probes)
+    grown = {name: jax.tree.map(
+        lambda saved, a: np.concatenate([np.asarray(saved), np.asarray(a)[:, saved.shape[1]:]],
+                                        axis=1), getattr(carry, name), getattr(like, name))
+             for name in _GROWING if getattr(like, name) is not None}
+    return meta["epoch"], carry._replace(history=history, **grown)
 
   def restore_as_saved(self):
     """The latest checkpoint as numpy trees of its own structure, and its record."""
@@ -199,11 +204,10 @@ def load(workdir):
       history={k: np.asarray(v) for k, v in carry["history"].items()},
       best_epoch=np.asarray(carry["best_epoch"]), diverged=~np.asarray(carry["alive"]),
       members=np.asarray(meta["members"]), n_devices=meta["n_devices"],
-      probes=carry.get("probes"), probe_steps=_probe_steps(carry.get("probes"), meta))
+      probes=carry.get("probes"), probe_steps=_steps(meta, "probe_steps"),
+      snapshots=carry.get("snapshots"), snapshot_steps=_steps(meta, "snapshot_steps"),
+      swa_params=carry.get("swa_params"), swa_count=carry.get("swa_count"))
 
 
-def _probe_steps(probes, meta):
-  if probes is None:
-    return None
-  n_probes = jax.tree.leaves(probes)[0].shape[1]
-  return np.arange(n_probes) * meta["probe_every"]
+def _steps(meta, name):
+  return None if meta.get(name) is None else np.asarray(meta[name])

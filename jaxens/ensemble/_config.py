@@ -1,7 +1,7 @@
 """What ``train`` takes and returns."""
 
 import dataclasses
-from typing import Any, Callable, Mapping, NamedTuple, Optional, Union
+from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 import optax
@@ -54,6 +54,19 @@ class TrainConfig:
       minibatch ``(x, y)`` that step ``step`` trains on. Its outputs are stacked into
       ``TrainResult.probes``. A probe that needs fixed data (a test subset) closes over it.
     probe_every: k, the steps between two probes (required with ``probe``).
+    snapshot_every: store every member's parameters and state after every k-th update (an
+      int k: after updates ``k, 2k, ...``) or after the listed updates (a sequence of
+      counts in ``[1, total updates]``), inside the compiled epoch: snapshot ensembles
+      (``schedules.snapshot_cosine``) and FGE (``schedules.fge_collection_steps``). They come
+      back as ``TrainResult.snapshots``. Memory: E x K copies of the parameters and state,
+      held on the devices with the members; ``train`` raises a ``ValueError`` before training
+      if they would not fit in the memory that the device reports.
+    swa_start, swa_every: stochastic weight averaging (Izmailov et al. 2018): after update
+      ``swa_start`` and every ``swa_every`` updates after it, each member folds its
+      parameters into a running average ``w_swa <- (n w_swa + w) / (n + 1)`` kept in the
+      carry (one more copy of the parameters). ``TrainResult.swa_params`` holds it and
+      ``swa_state`` the model state re-estimated for it over the training inputs
+      (``models.population_state``: batch norm's statistics, as the paper recomputes them).
     xla_cpu_options: on a CPU, compile with LLVM -O1 and 512-bit vectors (faster to compile,
       faster element-wise work; float rounding differs from XLA's defaults). False keeps
       XLA's defaults. Other backends always keep theirs.
@@ -74,6 +87,9 @@ class TrainConfig:
   max_norm: Optional[float] = None
   probe: Optional[Callable[..., Any]] = None
   probe_every: Optional[int] = None
+  snapshot_every: Optional[Union[int, Sequence[int]]] = None
+  swa_start: Optional[int] = None
+  swa_every: Optional[int] = None
   xla_cpu_options: bool = True
 
   @property
@@ -87,6 +103,21 @@ class TrainConfig:
     if self.probe is None:
       return 0
     return -(-self.epochs * steps_per_epoch // self.probe_every)
+
+  def snapshot_steps(self, steps_per_epoch: int) -> tuple:
+    """The update counts after which snapshots are taken (empty without snapshots)."""
+    total = self.epochs * steps_per_epoch
+    if self.snapshot_every is None:
+      return ()
+    if isinstance(self.snapshot_every, int):
+      return tuple(range(self.snapshot_every, total + 1, self.snapshot_every))
+    return tuple(int(s) for s in self.snapshot_every)
+
+  def swa_steps(self, steps_per_epoch: int) -> tuple:
+    """The update counts after which the weight average takes the parameters in."""
+    if self.swa_start is None:
+      return ()
+    return tuple(range(self.swa_start, self.epochs * steps_per_epoch + 1, self.swa_every))
 
   @property
   def resolved_optimizer_kwargs(self) -> Mapping[str, Any]:
@@ -119,6 +150,13 @@ class TrainResult(NamedTuple):
       leaves are NaN where a member diverged (from the epoch it diverged in), integer leaves 0.
       None without a probe.
     probe_steps: (n_probes,) the global step of each probe, or None.
+    snapshots: with ``cfg.snapshot_every``, ``{"params": ..., "state": ...}`` with every leaf
+      of shape (E, K, ...): snapshot ``j`` is taken after update ``snapshot_steps[j]``. A
+      member that diverged has NaN snapshots from the epoch it diverged in. None without.
+    snapshot_steps: (K,) the update counts of the snapshots, or None.
+    swa_params: with ``cfg.swa_start``, each member's weight average (E, ...); None without.
+    swa_state: the model state re-estimated for ``swa_params`` (E, ...).
+    swa_count: (E,) how many parameter sets each average holds.
   """
   params: Any
   state: Any
@@ -131,3 +169,8 @@ class TrainResult(NamedTuple):
   n_devices: int = 1
   probes: Any = None
   probe_steps: Optional[np.ndarray] = None
+  snapshots: Any = None
+  snapshot_steps: Optional[np.ndarray] = None
+  swa_params: Any = None
+  swa_state: Any = None
+  swa_count: Optional[np.ndarray] = None

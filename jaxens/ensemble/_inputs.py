@@ -4,6 +4,8 @@ Each failure raises a ``ValueError`` that names the argument (``data.train``, ``
 ...) and what was expected.
 """
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -41,6 +43,7 @@ def validate(cfg, data, members):
     if len(y):
       task.check_targets(y, out_shape, name)
   _validation.check_int("batch_size", cfg.batch_size, 1, len(train[1]))  # n_train
+  _check_averaging(cfg, cfg.epochs * (len(train[1]) // cfg.batch_size))
   if cfg.keep == "best_val_loss" and len(val[1]) == 0:
     raise ValueError("keep: 'best_val_loss' needs a validation set; use keep='last' "
                      "or give data a non-empty validation split")
@@ -88,6 +91,40 @@ def _check_probe(cfg):
     raise ValueError("probe: expected a callable probe(params, state, batch, step) -> pytree, "
                      f"got {type(cfg.probe).__name__}")
   _validation.check_int("probe_every", cfg.probe_every, 1)
+
+
+def _check_averaging(cfg, total_steps):
+  """Checks ``snapshot_every`` and ``swa_start``/``swa_every`` against the run's updates."""
+  every = cfg.snapshot_every
+  if isinstance(every, (list, tuple, np.ndarray)):
+    steps = list(every)
+    if (not steps or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool)
+                             for s in steps)
+        or any(b <= a for a, b in zip(steps, steps[1:]))
+        or not 1 <= steps[0] <= steps[-1] <= total_steps):
+      raise ValueError(f"snapshot_every: expected increasing update counts in [1, {total_steps}] "
+                       f"(epochs x steps per epoch), got {every!r}")
+  elif every is not None:
+    _validation.check_int("snapshot_every", every, 1, total_steps)
+  if cfg.swa_start is None:
+    if cfg.swa_every is not None:
+      raise ValueError(f"swa_every: expected None without swa_start, got {cfg.swa_every}")
+    return
+  _validation.check_int("swa_start", cfg.swa_start, 1, total_steps)
+  _validation.check_int("swa_every", cfg.swa_every, 1)
+
+
+def check_snapshot_memory(n_bytes, device):
+  """Raises a ``ValueError`` when ``n_bytes`` of snapshots exceed what ``device`` reports."""
+  stats = device.memory_stats() or {}
+  limit = stats.get("bytes_limit")
+  if limit is None:  # A CPU reports nothing: its memory is the host's.
+    limit = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+  if n_bytes > limit:
+    raise ValueError(
+        f"snapshot_every: the snapshots need {n_bytes / 2**30:.2f} GiB on {device}, which "
+        f"reports {limit / 2**30:.2f} GiB; take fewer snapshots or train fewer members per "
+        "device")
 
 
 def probe_shapes(cfg, params, state, batch):

@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxens.ensemble import _evaluate
 from jaxens.ensemble import _keys
@@ -30,6 +31,9 @@ class Carry(NamedTuple):
   alive: jax.Array
   history: dict
   probes: Any = None
+  snapshots: Any = None
+  swa_params: Any = None
+  swa_count: Any = None
 
 
 def _program_key(cfg):
@@ -100,12 +104,19 @@ def init_fn(cfg, history_keys):
   return jax.jit(init, compiler_options=compiler_options(cfg))
 
 
-def probe_buffers(shapes, n_members, n_probes):
-  """Empty probe outputs (E, n_probes, ...): NaN for float leaves, 0 for the others."""
+def slot_buffers(shapes, n_members, n_slots):
+  """Empty probe outputs or snapshots (E, n_slots, ...) for one member's ``shapes``: NaN for
+  float leaves, 0 for the others."""
   def buffer(shape):
     fill = jnp.nan if jnp.issubdtype(shape.dtype, jnp.inexact) else 0
-    return jnp.full((n_members, n_probes) + shape.shape, fill, shape.dtype)
+    return jnp.full((n_members, n_slots) + shape.shape, fill, shape.dtype)
   return jax.tree.map(buffer, shapes)
+
+
+def _write_slot(buffers, values, slot):
+  """``buffers`` (E, K, ...) with ``values`` (E, ...) written at index ``slot`` of axis 1."""
+  return jax.tree.map(lambda buffer, value: jax.lax.dynamic_update_index_in_dim(
+      buffer, value.astype(buffer.dtype), slot, axis=1), buffers, values)
 
 
 def _record_probe(cfg):
@@ -113,11 +124,27 @@ def _record_probe(cfg):
   step written at index ``step // probe_every``."""
   def record(probes, params, state, batch, step):
     values = jax.vmap(cfg.probe, in_axes=(0, 0, 0, None))(params, state, batch, step)
-    return jax.tree.map(
-        lambda buffer, value: jax.lax.dynamic_update_index_in_dim(
-            buffer, value.astype(buffer.dtype), step // cfg.probe_every, axis=1),
-        probes, values)
+    return _write_slot(probes, values, step // cfg.probe_every)
   return record
+
+
+def snapshot_slots(cfg, steps_per_epoch):
+  """(total updates + 1,) the snapshot index taken after each update count, -1 for none."""
+  slots = np.full(cfg.epochs * steps_per_epoch + 1, -1, np.int32)
+  steps = cfg.snapshot_steps(steps_per_epoch)
+  slots[list(steps)] = np.arange(len(steps), dtype=np.int32)
+  return slots
+
+
+def _fold_into_average(average, params):
+  """Every member's ``w_swa <- (n w_swa + w) / (n + 1)``; ``average`` is ``(w_swa, n)``."""
+  swa_params, count = average
+  n = count.astype(jnp.float32)
+  folded = jax.tree.map(
+      lambda a, w: ((n.reshape((-1,) + (1,) * (w.ndim - 1)) * a + w)
+                    / (n.reshape((-1,) + (1,) * (w.ndim - 1)) + 1)).astype(a.dtype),
+      swa_params, params)
+  return folded, count + 1
 
 
 @_cached_per_config
@@ -129,6 +156,7 @@ def epoch_fn(cfg, n_train, n_val, report_every):
   """
   model, task = cfg.network, _tasks.task(cfg.loss)
   n_steps = n_train // cfg.batch_size
+  slots = snapshot_slots(cfg, n_steps)
 
   def train_epoch(carry, keys, hparams, root_key, epoch, x_train, y_train, x_val, y_val):
     # Divergence is handled per epoch, not per step, to keep selections off the hot loop: a
@@ -139,7 +167,7 @@ def epoch_fn(cfg, n_train, n_val, report_every):
     orders = jnp.swapaxes(orders, 0, 1)  # (n_steps, E, batch)
 
     def scan_body(inner, step_order):
-      params, state, opt_state, finite, step, probes = inner
+      params, state, opt_state, finite, step, probes, snapshots, average = inner
       batch = (x_train[step_order], y_train[step_order])
       if cfg.probe is not None:
         # The predicate is the same for every member, so under vmap this stays a branch and
@@ -150,16 +178,25 @@ def epoch_fn(cfg, n_train, n_val, report_every):
           lambda *a: _step.train_step(cfg, model, task, a[:5], a[5], step))(
               params, state, opt_state, keys, hparams, batch)
       finite = finite & jnp.isfinite(step_metrics["loss"])
+      count = step + 1  # Updates done.
+      if cfg.snapshot_every is not None:
+        slot = jnp.asarray(slots)[count]
+        snapshots = jax.lax.cond(slot >= 0, _write_slot, lambda b, *_: b, snapshots,
+                                 {"params": params, "state": state}, slot)
+      if cfg.swa_start is not None:
+        take = (count >= cfg.swa_start) & ((count - cfg.swa_start) % cfg.swa_every == 0)
+        average = jax.lax.cond(take, _fold_into_average, lambda a, _: a, average, params)
       if report_every is not None:
         jax.lax.cond(step % report_every == report_every - 1,
                      lambda: jax.debug.callback(_progress.Progress.report, step_metrics["loss"]),
                      lambda: None)
-      return (params, state, opt_state, finite, step + 1, probes), step_metrics
+      return (params, state, opt_state, finite, step + 1, probes, snapshots,
+              average), step_metrics
 
     init = (carry.params, carry.state, carry.opt_state, carry.alive, epoch * n_steps,
-            carry.probes)
-    (params, state, opt_state, finite, _, probes), step_metrics = jax.lax.scan(
-        scan_body, init, orders)
+            carry.probes, carry.snapshots, (carry.swa_params, carry.swa_count))
+    (params, state, opt_state, finite, _, probes, snapshots, average), step_metrics = (
+        jax.lax.scan(scan_body, init, orders))
     train_metrics = task.finish({k: jnp.mean(v, axis=0) for k, v in step_metrics.items()})
     if n_val:
       val_metrics = jax.vmap(lambda p, s: _evaluate.metrics(
@@ -176,13 +213,17 @@ def epoch_fn(cfg, n_train, n_val, report_every):
               **{f"val_{k}": v for k, v in val_metrics.items()}}
     history = {name: column.at[:, epoch].set(values[name])
                for name, column in carry.history.items()}
+    # A diverged member's probes, snapshots and average of this epoch go back to their
+    # values before it.
+    probes, snapshots, (swa_params, swa_count) = _step.where_members(
+        alive, (probes, snapshots, average),
+        (carry.probes, carry.snapshots, (carry.swa_params, carry.swa_count)))
     return Carry(params, state, opt_state,
                  _step.where_members(improved, params, carry.best_params),
                  _step.where_members(improved, state, carry.best_state),
                  jnp.where(improved, val_loss, carry.best_val_loss),
                  jnp.where(improved, epoch, carry.best_epoch), alive, history,
-                 # A diverged member's probes of this epoch go back to their fill values.
-                 _step.where_members(alive, probes, carry.probes))
+                 probes, snapshots, swa_params, swa_count)
 
   # Donating the carry halves peak memory on accelerators; the CPU backend cannot donate.
   return jax.jit(train_epoch, donate_argnums=(0,) if jax.default_backend() != "cpu" else (),

@@ -1,9 +1,11 @@
 """``train``: the loop over epochs around the compiled programs."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from jaxens import models
 from jaxens.ensemble import _checkpoint
 from jaxens.ensemble import _config
 from jaxens.ensemble import _inputs
@@ -51,11 +53,16 @@ def train(cfg, data, *, workdir=None, resume=False, members=None, progress=True)
       np.uint32(cfg.seed), _mesh.shard_members(_mesh.pad_members(members, n_padded), mesh),
       hparams, x_example)
   n_train, n_val = x_train.shape[0], x_val.shape[0]
-  n_probes = cfg.n_probes(n_train // cfg.batch_size)
+  steps_per_epoch = n_train // cfg.batch_size
+  n_probes = cfg.n_probes(steps_per_epoch)
   if cfg.probe is not None:
     batch_example = (x_example, np.asarray(y_train[:cfg.batch_size]))
     shapes = _inputs.probe_shapes(cfg, carry.params, carry.state, batch_example)
-    carry = carry._replace(probes=_programs.probe_buffers(shapes, n_padded, n_probes))
+    carry = carry._replace(probes=_programs.slot_buffers(shapes, n_padded, n_probes))
+  carry = _averaging_buffers(cfg, carry, steps_per_epoch, n_padded, mesh)
+  probe_steps = None if cfg.probe is None else np.arange(n_probes) * cfg.probe_every
+  snapshot_steps = (None if cfg.snapshot_every is None
+                    else np.asarray(cfg.snapshot_steps(steps_per_epoch)))
   keys, carry = _mesh.shard_members((keys, carry), mesh)
 
   checkpoints = None
@@ -76,7 +83,7 @@ def train(cfg, data, *, workdir=None, resume=False, members=None, progress=True)
       carry = epoch_fn(carry, keys, hparams, root_key, epoch, x_train, y_train, x_val, y_val)
       if checkpoints is not None:
         checkpoints.save(epoch + 1, _mesh.unpad_members(carry, n_members), members, n_devices,
-                         cfg.probe_every)
+                         {"probe_steps": probe_steps, "snapshot_steps": snapshot_steps})
   finally:
     if bar is not None:
       bar.close()
@@ -84,6 +91,9 @@ def train(cfg, data, *, workdir=None, resume=False, members=None, progress=True)
       checkpoints.close()
 
   carry = _mesh.unpad_members(carry, n_members)
+  swa_state = None
+  if cfg.swa_start is not None:
+    swa_state = _swa_state(cfg, carry, x_train)
   diverged = ~np.asarray(carry.alive)
   if diverged.any():
     logging.warning("jaxens: members %s diverged (non-finite loss, parameters or optimizer "
@@ -95,4 +105,36 @@ def train(cfg, data, *, workdir=None, resume=False, members=None, progress=True)
       best_epoch=np.asarray(carry.best_epoch), diverged=diverged, members=members,
       n_devices=n_devices,
       probes=None if carry.probes is None else jax.tree.map(np.asarray, carry.probes),
-      probe_steps=None if cfg.probe is None else np.arange(n_probes) * cfg.probe_every)
+      probe_steps=probe_steps, snapshots=_as_numpy(carry.snapshots),
+      snapshot_steps=snapshot_steps,
+      swa_params=_as_numpy(carry.swa_params), swa_state=_as_numpy(swa_state),
+      swa_count=_as_numpy(carry.swa_count))
+
+
+def _as_numpy(tree):
+  return None if tree is None else jax.tree.map(np.asarray, tree)
+
+
+def _averaging_buffers(cfg, carry, steps_per_epoch, n_padded, mesh):
+  """The carry with empty snapshots and weight averages, once their memory is checked."""
+  per_member = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype),
+                            {"params": carry.params, "state": carry.state})
+  n_snapshots = len(cfg.snapshot_steps(steps_per_epoch))
+  if n_snapshots:
+    member_bytes = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(per_member))
+    members_per_device = -(-n_padded // mesh.devices.size)
+    _inputs.check_snapshot_memory(members_per_device * n_snapshots * member_bytes,
+                                  mesh.devices.flat[0])
+    carry = carry._replace(snapshots=_programs.slot_buffers(per_member, n_padded, n_snapshots))
+  if cfg.swa_start is not None:
+    carry = carry._replace(swa_params=jax.tree.map(jnp.zeros_like, carry.params),
+                           swa_count=jnp.zeros((n_padded,), jnp.int32))
+  return carry
+
+
+def _swa_state(cfg, carry, x_train):
+  """Every member's state re-estimated for its weight average over the training inputs."""
+  model = cfg.network
+  return jax.jit(jax.vmap(
+      lambda p, s: models.population_state(model, p, s, x_train, cfg.batch_size)))(
+          carry.swa_params, carry.state)

@@ -20,7 +20,7 @@ from jaxens.optim._equivalents import equivalent_row
 from jaxens.optim._equivalents import equivalents_table
 from jaxens.optim._equivalents import optax_keras_adam
 from jaxens.optim._equivalents import optax_lr_in_buffer_momentum
-from jaxens.optim._schedules import inverse_time_decay
+from jaxens.schedules import inverse_time_decay  # Its home is jaxens.schedules.
 from jaxens.optim._transforms import AddGradientNoiseState
 from jaxens.optim._transforms import ScaleByAdadeltaState
 from jaxens.optim._transforms import ScaleByAdagradState

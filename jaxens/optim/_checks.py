@@ -6,22 +6,10 @@ per-member hyperparameter inside ``jax.vmap``, or one injected by
 passes through unchecked.
 """
 
-import jax
 import numpy as np
 
-
-def _concrete(value):
-  """``value`` as a NumPy array, or ``None`` when it cannot be inspected now."""
-  if callable(value) or isinstance(value, jax.core.Tracer):
-    return None
-  return np.asarray(value)
-
-
-def check_nonnegative(name, value):
-  """Raises ``ValueError`` unless every entry of a concrete ``value`` is >= 0."""
-  array = _concrete(value)
-  if array is not None and not np.all(array >= 0):
-    raise ValueError(f"{name}: expected a value >= 0 (a float or one per member), got {value!r}")
+from jaxens._validation import check_nonnegative  # noqa: F401  (re-exported)
+from jaxens._validation import concrete as _concrete
 
 
 def check_decay(name, value):
