@@ -87,6 +87,9 @@ class Config(_mnist.MnistData):
 
   Attributes:
     hidden: the MLP's hidden widths.
+    architectures: (a) the MLPs of the sweep, from ``ARCHITECTURES`` (standard and batch_norm
+      at least).
+    arms: (b-d) the arms, from ``ARMS`` (standard and batch_norm at least).
     batch_size: examples per SGD step.
     seed: member ``i`` of every ensemble starts from ``fold_in(PRNGKey(seed), i)``.
     probe_every: steps between two probes.
@@ -108,6 +111,8 @@ class Config(_mnist.MnistData):
   """
   val_fraction: float = 0.0
   hidden: tuple = (100, 100, 100)
+  architectures: tuple = tuple(ARCHITECTURES)
+  arms: tuple = ARMS
   batch_size: int = 128
   seed: int = 0
   probe_every: int = 50
@@ -131,6 +136,11 @@ class Config(_mnist.MnistData):
   n_probe_test: int = 2000
 
   def __post_init__(self):
+    for name, chosen, known in (("architectures", self.architectures, tuple(ARCHITECTURES)),
+                                ("arms", self.arms, ARMS)):
+      if not {"standard", "batch_norm"} <= set(chosen) <= set(known):
+        raise ValueError(f"{name}: expected a subset of {known} with 'standard' and "
+                         f"'batch_norm', got {chosen}")
     if not 0 <= self.layer < len(self.hidden):
       raise ValueError(f"layer: expected a hidden layer in [0, {len(self.hidden)}), "
                        f"got {self.layer}")
@@ -256,7 +266,7 @@ def run(config, workdir):
   summary = {"experiment": "E3: Santurkar et al., how batch norm helps optimisation",
              "config": config, "sweep": {}, "arms": {}}
 
-  for name in ARCHITECTURES:
+  for name in config.architectures:
     model = models.mlp(config.mlp(name))
     summary["sweep"][name] = result = sweep(config, model, data, config.learning_rates,
                                             config.sweep_seeds, config.sweep_epochs)
@@ -273,7 +283,7 @@ def run(config, workdir):
       rows += reporting.history_rows({"batch_loss": result["batch_loss"][:, 0]},
                                      run=f"sweep_{name}", steps=result["probe_steps"])
 
-  for arm in ARMS:
+  for arm in config.arms:
     mlp = config.mlp(arm)
     probe = landscape_probe(config, mlp, x_test[:config.n_probe_test],
                             y_test[:config.n_probe_test], x_test[:config.n_fixed])
@@ -313,17 +323,20 @@ def patterns(summary):
   out = {
       "rates_where_every_seed_trains": rates_training,
       "bn_trains_at_more_rates": rates_training["batch_norm"] > rates_training["standard"],
-      "noisy_bn_beats_standard": mean(noisy, "final_test_accuracy")
-                                 > mean(standard, "final_test_accuracy"),
-      "noisy_bn_closer_to_bn_than_standard": (
-          abs(mean(noisy, "final_test_accuracy") - mean(bn, "final_test_accuracy"))
-          < abs(mean(standard, "final_test_accuracy") - mean(bn, "final_test_accuracy"))),
-      "noisy_bn_distributions_move_more": (
-          mean(noisy, "distribution_movement")
-          > max(mean(bn, "distribution_movement"), mean(standard, "distribution_movement"))),
       "bn_reduces_ics": (mean(bn, "ics_distance") < mean(standard, "ics_distance")
                          and mean(bn, "ics_cosine") > mean(standard, "ics_cosine")),
   }
+  if noisy in arms:
+    out.update({
+        "noisy_bn_beats_standard": mean(noisy, "final_test_accuracy")
+                                   > mean(standard, "final_test_accuracy"),
+        "noisy_bn_closer_to_bn_than_standard": (
+            abs(mean(noisy, "final_test_accuracy") - mean(bn, "final_test_accuracy"))
+            < abs(mean(standard, "final_test_accuracy") - mean(bn, "final_test_accuracy"))),
+        "noisy_bn_distributions_move_more": (
+            mean(noisy, "distribution_movement")
+            > max(mean(bn, "distribution_movement"), mean(standard, "distribution_movement"))),
+    })
   if "cnn_standard" in sweeps:
     out["cnn_bn_trains_at_more_rates"] = (rates_training["cnn_batch_norm"]
                                           > rates_training["cnn_standard"])

@@ -27,8 +27,9 @@ budget per seed, ``n_models x epochs_per_model`` member-epochs (30 by default), 
   selection (``select.greedy``, log-loss, with replacement, ``greedy_steps`` steps) on the
   validation set.
 
-On the test set, for ensembles of the first k = 1 ... ``n_models`` models of each method (in
-training order; SWA is one model): accuracy, NLL, ECE (15 bins), Brier and the mean pairwise
+On the test set, for ensembles of k = 1 ... ``n_models`` models of each method (the first k
+independent members; the k most recent snapshots and FGE models, as Huang et al. count them;
+SWA is one model): accuracy, NLL, ECE (15 bins), Brier and the mean pairwise
 disagreement of the k members (mean ± std over seeds). Writes ``summary.json``,
 ``metrics.csv`` (run = method, step = k), ``tensorboard/`` and ``error_vs_size.png`` (test
 error against ensemble size, a band over seeds).
@@ -208,7 +209,10 @@ def run(config, workdir):
   last_probs = np.asarray(ensemble.predict(train_config, result.params, result.state,
                                            splits.test.x))[:, None]
 
-  methods = {name: metrics_by_size(pools["test"][name], splits.test.y) for name in METHODS}
+  # Snapshot and FGE ensembles of size k hold the k most recent models.
+  methods = {name: metrics_by_size(pools["test"][name][:, ::-1] if name != "independent"
+                                   else pools["test"][name], splits.test.y)
+             for name in METHODS}
   methods["swa"] = metrics_by_size(swa_probs["test"], splits.test.y)
   methods["swa_last_iterate"] = metrics_by_size(last_probs, splits.test.y)
   methods["greedy_union"], greedy_sizes = greedy_union(config, pools, splits)
@@ -218,6 +222,9 @@ def run(config, workdir):
       "steps_per_epoch": steps_per_epoch, "fge_collection_steps": collect,
       "swa_start_step": swa_start, "swa_models_averaged": result.swa_count,
       "train_seconds_including_compile": timing, "greedy_distinct_models": greedy_sizes,
+      "model_test_accuracy": {  # (seeds, K) in training order.
+          name: np.asarray(losses.accuracy(jnp.asarray(pools["test"][name]),
+                                           jnp.asarray(splits.test.y))) for name in METHODS},
       "methods": methods, "patterns": patterns(methods)}
   reporting.write_summary(workdir, summary)
   reporting.write_metrics(workdir, [
@@ -245,7 +252,7 @@ def greedy_union(config, pools, splits):
 
 def patterns(methods):
   """The papers' claims, each as measured here (means over seeds; each method's ensemble of
-  all its models, its single model the first)."""
+  all its models, and its single model: the first independent member, the last snapshot)."""
   accuracy = lambda name, k: float(np.mean(np.asarray(methods[name]["accuracy"])[:, k]))
   return {
       "snapshot_ensemble_beats_its_single_model":

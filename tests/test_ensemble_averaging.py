@@ -28,24 +28,28 @@ def _stopped_at(cfg, splits, updates):
                         splits, progress=False).params
 
 
-@pytest.mark.parametrize("every", [STEPS_PER_EPOCH, (5, 16, 32, 48)])
-def test_a_snapshot_after_update_s_equals_the_run_stopped_at_s(every):
+def test_a_snapshot_after_update_s_equals_the_run_stopped_at_s():
   splits = _splits()
-  cfg = _config(epochs=3, snapshot_every=every)
+  steps = (5, 16, 32, 48)
+  cfg = _config(epochs=3, snapshot_every=steps)
   result = ensemble.train(cfg, splits, progress=False)
-  expected_steps = (16, 32, 48) if every == STEPS_PER_EPOCH else every
-  np.testing.assert_array_equal(result.snapshot_steps, expected_steps)
-  k = len(expected_steps)
-  assert jax.tree.leaves(result.snapshots["params"])[0].shape[:2] == (cfg.n_members, k)
-  for j, updates in enumerate(expected_steps):
-    snapshot = jax.tree.map(lambda a: a[:, j], result.snapshots["params"])
-    if updates % STEPS_PER_EPOCH:
-      # Mid-epoch: it differs from both epoch ends around it.
-      assert _max_diff(snapshot, _stopped_at(cfg, splits, 16)) > 1e-4
-      continue
-    assert _max_diff(snapshot, _stopped_at(cfg, splits, updates)) <= 1e-6
-  assert _max_diff(jax.tree.map(lambda a: a[:, -1], result.snapshots["params"]),
-                   result.params) == 0.0
+  np.testing.assert_array_equal(result.snapshot_steps, steps)
+  assert jax.tree.leaves(result.snapshots["params"])[0].shape[:2] == (cfg.n_members, 4)
+  snapshot = lambda j: jax.tree.map(lambda a: a[:, j], result.snapshots["params"])
+  after_one_epoch = _stopped_at(cfg, splits, 16)
+  assert _max_diff(snapshot(1), after_one_epoch) <= 1e-6
+  assert _max_diff(snapshot(2), _stopped_at(cfg, splits, 32)) <= 1e-6
+  assert _max_diff(snapshot(3), result.params) == 0.0
+  # Mid-epoch: it differs from the epoch end after it.
+  assert _max_diff(snapshot(0), after_one_epoch) > 1e-4
+
+
+def test_snapshot_every_k_updates_lists_k_2k_up_to_the_last_update():
+  cfg = _config(epochs=3, snapshot_every=STEPS_PER_EPOCH)
+  assert cfg.snapshot_steps(STEPS_PER_EPOCH) == (16, 32, 48)
+  assert dataclasses.replace(cfg, snapshot_every=20).snapshot_steps(STEPS_PER_EPOCH) == (20, 40)
+  assert dataclasses.replace(cfg, swa_start=40, swa_every=3).swa_steps(STEPS_PER_EPOCH) == (
+      40, 43, 46)
 
 
 def test_swa_is_the_mean_of_the_parameters_it_averaged():

@@ -79,11 +79,15 @@ def test_layer_groups_pair_each_dense_with_its_norm():
   assert config.mlp("noisy_batch_norm").bn_noise == nn.BNNoise(0.5, 1.0, 1.25, 0.1)
   with pytest.raises(ValueError, match="layer: expected a hidden layer in"):
     batchnorm_landscape.Config(layer=3)
+  with pytest.raises(ValueError, match="arms: expected a subset of"):
+    batchnorm_landscape.Config(arms=("standard", "layer_norm"))
 
 
 def test_landscape_tiny(digits_npz, tmp_path):
   config = batchnorm_landscape.Config(
       data_source="npz", data_dir=str(digits_npz(600, 200)), hidden=(16, 16), batch_size=20,
+      architectures=("standard", "batch_norm"), arms=("standard", "batch_norm",
+                                                      "noisy_batch_norm"),
       probe_every=5, learning_rates=(0.1, 1e4), sweep_seeds=2, sweep_epochs=1,
       cnn_train=60, cnn_epochs=1, cnn_learning_rates=(0.1,), n_members=2, epochs=1,
       n_fixed=64, n_probe_test=100, layer=1)
@@ -113,7 +117,7 @@ def test_landscape_tiny(digits_npz, tmp_path):
   np.testing.assert_allclose(bn_start, 0.0, atol=0.35)
   assert np.abs(noisy_start - bn_start).max() > 0.05
   runs = set(pd.read_csv(tmp_path / "metrics.csv")["run"])
-  assert runs == {"sweep_standard", "sweep_batch_norm", "sweep_layer_norm", "sweep_cnn_standard",
-                  "sweep_cnn_batch_norm", *batchnorm_landscape.ARMS}
+  assert runs == {"sweep_standard", "sweep_batch_norm", "sweep_cnn_standard",
+                  "sweep_cnn_batch_norm", "standard", "batch_norm", "noisy_batch_norm"}
   for name in ("learning_rates", "noisy_bn", "ics", "landscape"):
     assert os.path.getsize(tmp_path / f"{name}.png") > 0

@@ -90,6 +90,10 @@ def test_disagreement_and_pool_diversity_by_hand_and_against_numpy():
   mean = pool.mean(0)
   kl = np.mean(np.sum(pool * (np.log(pool) - np.log(mean)), axis=-1))
   np.testing.assert_allclose(losses.mean_kl_to_ensemble(jnp.asarray(pool)), kl, rtol=1e-5)
+  labels = rng.integers(0, 4, 50)
+  onehot = np.eye(4)[labels]
+  np.testing.assert_allclose(losses.brier(jnp.asarray(pool), jnp.asarray(labels)),
+                             np.mean(np.sum((pool - onehot) ** 2, axis=-1), axis=-1), rtol=1e-5)
   # Identical models: no diversity.
   same = jnp.stack([PROBS, PROBS])
   assert float(losses.pairwise_disagreement(same)) == 0.0
