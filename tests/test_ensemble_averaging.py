@@ -113,6 +113,19 @@ def test_population_state_of_any_moving_average_model_is_the_mean_batch_statisti
                              rtol=1e-5, atol=1e-6)
 
 
+def test_swa_state_of_a_linen_batch_norm_model_comes_from_the_generic_estimate():
+  model = models.from_linen(_LinenBN())
+  cfg = _config(model=model, epochs=1, swa_start=8, swa_every=4)
+  splits = _splits()
+  result = ensemble.train(cfg, splits, progress=False)
+  x = jnp.asarray(splits.train.x)
+  for i in (0, 3):
+    expected = models.population_state(model, _member(result.swa_params, i),
+                                       _member(result.state, i), x, cfg.batch_size)
+    assert _max_diff(_member(result.swa_state, i), expected) <= 1e-5
+  assert _max_diff(result.swa_state, result.state) > 1e-3
+
+
 def test_snapshots_that_would_not_fit_are_refused_before_training(monkeypatch):
   # On a CPU the limit is the host's memory; pretend it holds 1000 bytes.
   monkeypatch.setattr(_inputs.os, "sysconf", lambda name: 1 if name == "SC_PAGE_SIZE" else 1000)

@@ -189,7 +189,8 @@ def load(workdir):
 
   Works on a finished or an interrupted run. The trees come back as numpy arrays in the
   structure orbax stored (dicts for the built-in MLP and flax models); ``history`` columns of
-  epochs not yet run are NaN.
+  epochs not yet run are NaN. ``swa_state`` is None: it is computed from the training data
+  when ``train`` returns, and a checkpoint does not hold it.
   """
   checkpoints = Checkpoints(workdir)
   try:

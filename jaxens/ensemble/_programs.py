@@ -1,7 +1,10 @@
 """The two compiled programs of a run, each cached per config: init and one epoch.
 
 Every epoch is one compiled call: a ``lax.scan`` over the minibatches whose body ``vmap``s a
-single-member training step over the members, then an evaluation of every member.
+single-member training step over the members, then an evaluation of every member. Probes,
+snapshots and weight averages are taken inside the scan, each under a ``lax.cond`` on the step
+count, which is the same for every member: ``vmap`` keeps it a branch, so steps that take
+nothing skip the work.
 """
 
 import dataclasses
@@ -152,7 +155,8 @@ def epoch_fn(cfg, n_train, n_val, report_every):
   """The jitted program that trains every member for one epoch and evaluates it.
 
   Every ``report_every`` steps (if not None) it sends the members' losses to the active
-  progress bar.
+  progress bar. A probe sees the parameters before a step's update; a snapshot and the weight
+  average take them after it.
   """
   model, task = cfg.network, _tasks.task(cfg.loss)
   n_steps = n_train // cfg.batch_size

@@ -136,5 +136,5 @@ def _swa_state(cfg, carry, x_train):
   """Every member's state re-estimated for its weight average over the training inputs."""
   model = cfg.network
   return jax.jit(jax.vmap(
-      lambda p, s: models.population_state(model, p, s, x_train, cfg.batch_size)))(
-          carry.swa_params, carry.state)
+      lambda p, s, x: models.population_state(model, p, s, x, cfg.batch_size),
+      in_axes=(0, 0, None)))(carry.swa_params, carry.state, x_train)
