@@ -25,13 +25,14 @@ import jax.numpy as jnp
 import optax
 
 from experiments import app
+from experiments import batchnorm_ioffe
 from experiments import reporting
 from jaxens import data as data_lib
 from jaxens import ensemble
 from jaxens import losses
 from jaxens import nn
 
-MODEL = nn.MLPConfig(sizes=(784, 100, 100, 100, 10), activation="sigmoid", init="normal:1.0")
+MODEL = batchnorm_ioffe.Config().model("none")
 
 
 def accuracy_probe(x_test, y_test):

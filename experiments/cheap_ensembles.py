@@ -148,9 +148,10 @@ def metrics_by_size(probs, labels):
   labels = jnp.asarray(labels)
   sizes = jnp.arange(1, probs.shape[1] + 1, dtype=probs.dtype)
   means = jnp.cumsum(probs, axis=1) / sizes[None, :, None, None]  # (seeds, K, N, C)
-  disagreement = np.zeros(probs.shape[:2])
-  for k in range(2, probs.shape[1] + 1):
-    disagreement[:, k - 1] = [float(losses.pairwise_disagreement(p[:k])) for p in probs]
+  # Size 1 has no pairs; each larger size is one call vmapped over the seeds.
+  disagreement = np.stack(
+      [np.zeros(probs.shape[0])] + [np.asarray(jax.vmap(losses.pairwise_disagreement)(
+          probs[:, :k])) for k in range(2, probs.shape[1] + 1)], axis=1)
   return {"accuracy": np.asarray(losses.accuracy(means, labels)),
           "nll": np.asarray(losses.log_loss(means, labels)),
           "ece": np.asarray(losses.expected_calibration_error(means, labels)),

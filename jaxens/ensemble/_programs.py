@@ -142,12 +142,11 @@ def snapshot_slots(cfg, steps_per_epoch):
 def _fold_into_average(average, params):
   """Every member's ``w_swa <- (n w_swa + w) / (n + 1)``; ``average`` is ``(w_swa, n)``."""
   swa_params, count = average
-  n = count.astype(jnp.float32)
-  folded = jax.tree.map(
-      lambda a, w: ((n.reshape((-1,) + (1,) * (w.ndim - 1)) * a + w)
-                    / (n.reshape((-1,) + (1,) * (w.ndim - 1)) + 1)).astype(a.dtype),
-      swa_params, params)
-  return folded, count + 1
+
+  def fold(a, w):
+    n = count.astype(a.dtype).reshape((-1,) + (1,) * (w.ndim - 1))
+    return (n * a + w) / (n + 1)
+  return jax.tree.map(fold, swa_params, params), count + 1
 
 
 @_cached_per_config

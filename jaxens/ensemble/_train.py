@@ -1,5 +1,7 @@
 """``train``: the loop over epochs around the compiled programs."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -74,7 +76,7 @@ def train(cfg, data, *, workdir=None, resume=False, members=None, progress=True)
     if start_epoch:
       carry = _mesh.shard_members(_mesh.pad_members(restored, n_padded), mesh)
 
-  bar = _progress.open_bar(n_train // cfg.batch_size) if progress else None
+  bar = _progress.open_bar(steps_per_epoch) if progress else None
   epoch_fn = _programs.epoch_fn(cfg, n_train, n_val, None if bar is None else bar.every)
   try:
     for epoch in range(start_epoch, cfg.epochs):
@@ -104,8 +106,7 @@ def train(cfg, data, *, workdir=None, resume=False, members=None, progress=True)
       best_state=carry.best_state, history={k: np.asarray(v) for k, v in carry.history.items()},
       best_epoch=np.asarray(carry.best_epoch), diverged=diverged, members=members,
       n_devices=n_devices,
-      probes=None if carry.probes is None else jax.tree.map(np.asarray, carry.probes),
-      probe_steps=probe_steps, snapshots=_as_numpy(carry.snapshots),
+      probes=_as_numpy(carry.probes), probe_steps=probe_steps, snapshots=_as_numpy(carry.snapshots),
       snapshot_steps=snapshot_steps,
       swa_params=_as_numpy(carry.swa_params), swa_state=_as_numpy(swa_state),
       swa_count=_as_numpy(carry.swa_count))
@@ -134,7 +135,11 @@ def _averaging_buffers(cfg, carry, steps_per_epoch, n_padded, mesh):
 
 def _swa_state(cfg, carry, x_train):
   """Every member's state re-estimated for its weight average over the training inputs."""
-  model = cfg.network
-  return jax.jit(jax.vmap(
-      lambda p, s, x: models.population_state(model, p, s, x, cfg.batch_size),
-      in_axes=(0, 0, None)))(carry.swa_params, carry.state, x_train)
+  return _population_states(cfg.network, cfg.batch_size, carry.swa_params, carry.state, x_train)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "batch_size"))
+def _population_states(model, batch_size, params, state, x):
+  # Compiled once per model and batch size, not once per ``train`` call.
+  return jax.vmap(lambda p, s: models.population_state(model, p, s, x, batch_size))(
+      params, state)
