@@ -1,7 +1,20 @@
 """Greedy ensemble selection: the published loop, an auto-sklearn-style numpy loop, jaxens.
 
     python -m benchmarks.select [--models 10,100,1000] [--samples 10000] [--classes 10]
-        [--steps 100] [--repeats 3] [--loop-budget 20]
+        [--steps 100] [--repeats 3] [--loop-budget 20] [--skip-models 1000]
+        [--scale 10000x10000,1000x100000] [--chunk-rows 10000]
+
+``--skip-models M`` adds accuracy with and without ``margin_skip`` on a random and on a
+confident pool of M models (0 skips them).
+
+``--scale MxN,...`` adds the AutoML-scale rows, run from the ``(N, M)`` float32 true-class
+matrix alone (``select.greedy_from_true_class``; ``--scale ""`` skips them), as a device
+array; where N > M also from a memory-mapped ``.npy`` in the page cache, handed to the device
+once (``jax.device_put``, which on the CPU backend aliases the aligned file pages), and
+streamed in chunks of ``--chunk-rows`` rows (``chunk_size``). Their ``numpy`` column is the
+auto-sklearn-style loop on the whole ``(M, N, 10)`` float32 pool that the matrix was drawn
+from (4 GB at M N = 10^8, plus as much again for its candidate buffer), the goal's baseline;
+``numpy-tc`` (the loop on the true-class matrix) is the stricter one.
 
 (Run it with ``-m``: as ``python benchmarks/select.py`` the file would shadow the standard
 library's ``select`` module.)
@@ -27,6 +40,7 @@ jitted ``jnp.sum`` over a 400 MB float32 array; a log-loss step must read at lea
 import argparse
 import os
 import statistics
+import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -62,11 +76,17 @@ def published_loop(preds, y, loss, steps, budget_s):
   return clock.seconds / done, done
 
 
-def numpy_running_sum(preds, y, loss, steps, budget_s, *, true_class=False):
-  """auto-sklearn's fast mode, vectorised over candidates; (seconds per step, steps)."""
-  pool = np.take_along_axis(preds, y[None, :, None], axis=2)[..., 0] if true_class else preds
+def numpy_running_sum(preds, y, loss, steps, budget_s, *, true_class=False, pool=None):
+  """auto-sklearn's fast mode, vectorised over candidates; (seconds per step, steps).
+
+  ``pool``: the ``(M, N)`` true-class matrix itself, instead of gathering it from ``preds``.
+  """
+  if pool is None:
+    pool = np.take_along_axis(preds, y[None, :, None], axis=2)[..., 0] if true_class else preds
+  true_class = true_class or pool.ndim == 2
   running_sum = pool[int(np.argmin(_pool_loss(loss, pool, y, true_class)))].copy()
   candidates = np.empty_like(pool)
+  candidates.fill(0)  # its pages faulted in before the clock starts (4 GB at scale)
   k, done = 1, 0
   with reporting.Stopwatch() as clock:
     while done < steps and (done == 0 or clock.elapsed() < budget_s):
@@ -81,6 +101,11 @@ def _pool_loss(loss, candidates, y, true_class):
   if true_class:
     return -np.mean(np.log(np.clip(candidates, CLIP, 1 - CLIP)), axis=-1)
   return _numpy_loss(loss, candidates, y)
+
+
+def _cell(seconds, steps, wanted):
+  """Milliseconds per step, with the steps timed in brackets where a loop was cut short."""
+  return f"{1e3 * seconds:.3g}" + ("" if steps == wanted else f" [{steps}]")
 
 
 def _median_time(fn, repeats):
@@ -128,6 +153,129 @@ def random_pool(n_models, n_samples, n_classes, seed=0):
   return probs, rng.integers(0, n_classes, size=n_samples)
 
 
+def true_class_matrix(n_models, n_samples, seed=0, pool=None):
+  """``(N, M)`` float32 true-class probabilities of a 10-class pool like ``random_pool``'s
+  (the true class is class 0), drawn in row blocks to bound memory.
+
+  ``pool``: an ``(M, N, 10)`` float32 array to fill with the whole pool too (``None``: the
+  pool is never formed)."""
+  rng = np.random.default_rng(seed)
+  out = np.empty((n_samples, n_models), np.float32)
+  for start in range(0, n_samples, 1000):
+    logits = 2 * rng.standard_normal((min(1000, n_samples - start), n_models, 10),
+                                     dtype=np.float32)
+    probs = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    probs /= probs.sum(axis=-1, keepdims=True)
+    out[start:start + len(logits)] = probs[..., 0]
+    if pool is not None:
+      pool[:, start:start + len(logits)] = probs.transpose(1, 0, 2)
+  return out
+
+
+def scale_rows(shapes, steps, repeats, budget_s, compile_clock, chunk_rows):
+  """The AutoML-scale rows: selection from the true-class matrix; returns the goal lines."""
+  headers = ["M", "N", "input", "numpy", "numpy-tc", "jaxens", "jaxens e2e", "compile s",
+             "numpy/jaxens", "numpy-tc/jaxens", "bw GB/s", "step/floor",
+             "e2e / in-memory e2e"]
+  print("\nAutoML scale: log-loss from the (N, M) float32 true-class matrix, "
+        f"{steps} steps; ms per step; 'numpy' is the auto-sklearn-style loop on the whole "
+        "(M, N, 10) float32 pool (the pool and its candidate buffer: 8 GB at 10^8 M N)\n")
+  print(reporting.markdown_table(headers, []))
+  goals = []
+  for n_models, n_samples in shapes:
+    pool = np.empty((n_models, n_samples, 10), np.float32)
+    tc = true_class_matrix(n_models, n_samples, pool=pool)
+    sklearn_step, sklearn_steps = numpy_running_sum(
+        pool, np.zeros(n_samples, np.int64), "log_loss", steps, budget_s)
+    del pool
+    numpy_step, numpy_steps = numpy_running_sum(None, None, "log_loss", steps, budget_s,
+                                                pool=np.ascontiguousarray(tc.T))
+    bytes_per_s = bandwidth(repeats)
+    floor = tc.nbytes / bytes_per_s
+    tc_dev = jax.device_put(tc)
+    variants = [("device array", tc_dev, None)]
+    path = None
+    if n_samples > n_models:  # the streamed cases: the same matrix from a .npy in page cache
+      path = os.path.join(tempfile.mkdtemp(), "true_class.npy")
+      np.save(path, tc)
+      mapped = np.load(path, mmap_mode="r")
+      np.asarray(mapped).sum()  # into the page cache
+      variants += [("memmap, one device_put", mapped, None),
+                   (f"memmap, chunks of {chunk_rows} rows", mapped, chunk_rows)]
+    results = []
+    for name, pool, chunk_size in variants:
+      run = lambda n, pool=pool, chunk_size=chunk_size: select.greedy_from_true_class(
+          pool, max_iter=n, chunk_size=chunk_size)
+      compiled_before = compile_clock.seconds
+      jax.block_until_ready(run(steps))
+      compile_s = compile_clock.seconds - compiled_before
+      jax.block_until_ready(run(0))
+      full = _median_time(lambda: run(steps), repeats)
+      step = (full - _median_time(lambda: run(0), repeats)) / steps
+      results.append((name, step, full, compile_s))
+    del tc_dev
+    in_memory_step, in_memory_full = results[0][1], results[0][2]
+    for name, step, full, compile_s in results:
+      row = [n_models, n_samples, name, _cell(sklearn_step, sklearn_steps, steps),
+             _cell(numpy_step, numpy_steps, steps), f"{1e3 * step:.3g}",
+             f"{1e3 * full / steps:.3g}", f"{compile_s:.2f}", f"{sklearn_step / step:.3g}x",
+             f"{numpy_step / step:.3g}x", f"{bytes_per_s / 1e9:.1f}", f"{step / floor:.2f}",
+             f"{full / in_memory_full:.2f}"]
+      print(reporting.markdown_row(row), flush=True)
+    step = in_memory_step
+    label = f"M={n_models}, N={n_samples}"
+    goals.append(
+        f"{label}: numpy/jaxens {sklearn_step / step:.3g}x (goal >= 50x: "
+        f"{'met' if sklearn_step >= 50 * step else 'missed'}), the stricter numpy-tc/jaxens "
+        f"{numpy_step / step:.3g}x ({'met' if numpy_step >= 50 * step else 'missed'}); "
+        f"step/floor {step / floor:.2f} (goal <= 2: "
+        f"{'met' if step <= 2 * floor else 'missed'})")
+    if path is not None:
+      ratio = results[2][2] / in_memory_full
+      goals.append(f"{label}: streamed (chunked memmap) / in-memory, whole call {ratio:.2f} "
+                   f"(goal <= 1.5: {'met' if ratio <= 1.5 else 'missed'})")
+      os.remove(path)
+  return goals
+
+
+def confident_pool(n_models, n_samples, n_classes, seed=0):
+  """Like ``random_pool`` with the true class's logit raised by 4: single models about 85%
+  accurate and ensembles near 100%, as on MNIST (a stand-in for E1's pool, which needs
+  training)."""
+  rng = np.random.default_rng(seed)
+  y = rng.integers(0, n_classes, size=n_samples)
+  logits = 2 * rng.standard_normal((n_models, n_samples, n_classes), dtype=np.float32)
+  logits[:, np.arange(n_samples), y] += 4
+  probs = np.exp(logits)
+  probs /= probs.sum(axis=-1, keepdims=True)
+  return probs, y
+
+
+def margin_skip_rows(n_models, n_samples, n_classes, steps, repeats):
+  """Accuracy with and without ``margin_skip`` on a random and a confident pool."""
+  print(f"\nAccuracy, margin skip: M={n_models}, N={n_samples}, C={n_classes}, {steps} steps; "
+        "ms per step (marginal)\n")
+  print(reporting.markdown_table(["pool", "final error", "plain", "margin_skip",
+                                  "plain/margin_skip", "same path"], []))
+  for name, make in (("random", random_pool), ("confident", confident_pool)):
+    preds, y = make(n_models, n_samples, n_classes)
+    preds, y = jax.device_put(preds), jax.device_put(y)
+    times, paths = [], []
+    for skip in (False, True):
+      run = lambda n, skip=skip: select.greedy(preds, y, loss="accuracy", max_iter=n,
+                                               margin_skip=skip)
+      paths.append(jax.block_until_ready(run(steps)))
+      jax.block_until_ready(run(0))
+      full = _median_time(lambda: run(steps), repeats)
+      times.append((full - _median_time(lambda: run(0), repeats)) / steps)
+    same = all(np.array_equal(getattr(paths[0], f), getattr(paths[1], f))
+               for f in ("order", "weights", "loss"))
+    print(reporting.markdown_row([name, f"{float(paths[0].loss[-1]):.4f}",
+                                  f"{1e3 * times[0]:.3g}", f"{1e3 * times[1]:.3g}",
+                                  f"{times[0] / times[1]:.2f}x", "yes" if same else "NO"]),
+          flush=True)
+
+
 def main():
   parser = argparse.ArgumentParser()
   parser.add_argument("--models", default="10,100,1000")
@@ -136,6 +284,12 @@ def main():
   parser.add_argument("--steps", type=int, default=100)
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--loop-budget", type=float, default=20.0)
+  parser.add_argument("--scale", default="10000x10000,1000x100000",
+                      help="M x N of the true-class rows, comma-separated; '' for none")
+  parser.add_argument("--skip-models", type=int, default=1000,
+                      help="M of the accuracy margin-skip rows; 0 for none")
+  parser.add_argument("--chunk-rows", type=int, default=10_000,
+                      help="rows per chunk of the streamed (chunked memmap) selection")
   args = parser.parse_args()
 
   compile_clock = _CompileClock()
@@ -149,7 +303,7 @@ def main():
              "jaxens GB/s", "step/floor"]
   print(reporting.markdown_table(headers, []))
   goals = []
-  for n_models in [int(m) for m in args.models.split(",")]:
+  for n_models in [int(m) for m in args.models.split(",") if m]:
     preds, y = random_pool(n_models, args.samples, args.classes)
     preds_dev, y_dev = jax.device_put(preds), jax.device_put(y)
     for loss in ("log_loss", "accuracy"):
@@ -166,7 +320,7 @@ def main():
       floor = step_bytes / bytes_per_s
 
       def cell(seconds, steps):
-        return f"{1e3 * seconds:.3g}" + ("" if steps == args.steps else f" [{steps}]")
+        return _cell(seconds, steps, args.steps)
 
       tc = (cell(tc_step, tc_steps), f"{tc_step / step:.3g}x") if loss == "log_loss" else (
           "n/a", "n/a")
@@ -192,6 +346,17 @@ def main():
         "(M, N, C) float32) at the measured bandwidth.")
   if goals:
     print("Goals at M=1000: " + "; ".join(goals))
+  if args.skip_models:
+    margin_skip_rows(args.skip_models, args.samples, args.classes, args.steps, args.repeats)
+  if args.scale:
+    shapes = [tuple(int(v) for v in shape.split("x")) for shape in args.scale.split(",")]
+    scale_goals = scale_rows(shapes, args.steps, args.repeats, args.loop_budget, compile_clock,
+                             args.chunk_rows)
+    print("\njaxens: marginal per-step time as above; 'jaxens e2e' and 'e2e / in-memory e2e' "
+          "are whole calls (for the memmaps, the transfer from the page cache included). "
+          "step/floor: against reading the (N, M) float32 matrix once at the measured "
+          "bandwidth.")
+    print("Goals at scale: " + "; ".join(scale_goals))
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from jaxens.ensemble._mesh import MEMBER_AXIS
 from jaxens.ensemble._mesh import members_mesh
 from jaxens.ensemble._programs import compiler_options
 from jaxens.ensemble._step import resolve_optimizer
+from jaxens.ensemble._stream import predict_true_class
 from jaxens.ensemble._tasks import LOSSES
 from jaxens.ensemble._train import train
 
@@ -50,6 +51,7 @@ __all__ = (
     "member_key",
     "members_mesh",
     "predict",
+    "predict_true_class",
     "resolve_optimizer",
     "train",
 )
