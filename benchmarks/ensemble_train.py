@@ -2,6 +2,11 @@
 
     python -m benchmarks.ensemble_train [--epochs 3] [--members 10] [--scaling 1,10,100]
         [--torch-threads 1,<cores>] [--torch-device cpu|cuda]
+    python -m benchmarks.ensemble_train --scaling-only --scaling 1,10,30,100
+        [--member-block auto,off,2] [--repeats 3]
+    python -m benchmarks.ensemble_train --device-table 1,10,100,1000 [--json rows.json]
+        [--synthetic N]
+    python -m benchmarks.ensemble_train --model wide [--members 3]   # benchmarks/wide_mlp.py
 
 Runs on the same machine and the same (real MNIST) data, in one process:
 1. the published workflow re-implemented in PyTorch: members trained one after another,
@@ -15,6 +20,13 @@ It prints wall times, ratios, and the achieved GFLOP/s as a fraction of a large 
 matmul measured in the same run, then a scaling table over E, what Adam's update costs (the
 same epoch with SGD), and the rate of the training step's matmuls alone, which bounds the
 training rate from above.
+
+``--device-table`` prints only the device check's table (``benchmarks/device_check.sh``): for
+each E, one epoch's seconds (compile excluded), member-epochs per second, the % of the matmul
+rate measured in the same run, and the speed-up over a loop of single-member runs (the loop's
+time is E times the mean of ``--single-runs`` timed ``train(cfg, members=[i])`` calls).
+``--synthetic N`` replaces MNIST by N random MNIST-shaped training images (and N / 4 for
+validation), for the CPU dry run.
 
 Then the Flax CNN rows (``--cnn-train 0`` skips them): E members of Flax's examples/mnist CNN
 on the first ``--cnn-train`` training images (batch 128, Adam 1e-3, one epoch, validation on
@@ -30,7 +42,9 @@ on the first ``--cnn-train`` training images (batch 128, Adam 1e-3, one epoch, v
 import argparse
 import copy
 import dataclasses
+import json
 import os
+import time
 
 import jax
 import jax.numpy as jnp
@@ -47,6 +61,13 @@ from jaxens import ensemble
 from jaxens import models
 
 MODEL = ensemble_mnist.Config().model()
+
+
+def reference_rate(args):
+  """``(n, GFLOP/s)`` of the reference n x n matmul: ``--matmul-size``, by default 2048 on a
+  CPU and 8192 on an accelerator."""
+  n = args.matmul_size or (2048 if jax.default_backend() == "cpu" else 8192)
+  return n, matmul_gflops(n)
 
 
 def matmul_gflops(n, repeats=20):
@@ -67,7 +88,7 @@ def step_matmul_gflops(model, batch_size, n_members, n_steps=1000):
   weight gradients so that no step can be skipped. The rate is counted like
   ``flops_per_step``, so it bounds the training rate from above.
   """
-  mesh, _ = ensemble.members_mesh(n_members)
+  mesh, n_members = ensemble.members_mesh(n_members)  # Padded to fill the mesh, as in training.
   rng = np.random.default_rng(0)
   sharded = lambda *shape: jax.device_put(
       0.01 * rng.standard_normal((n_members,) + shape, np.float32),
@@ -223,7 +244,10 @@ def cnn_rows(args, splits):
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--epochs", type=int, default=3)
-  parser.add_argument("--members", type=int, default=10)
+  parser.add_argument("--model", default="e1", choices=("e1", "wide"),
+                      help="e1: the E1 pool; wide: E2's 784-2048-1024-1024-10 dropout regime "
+                      "(benchmarks/wide_mlp.py)")
+  parser.add_argument("--members", type=int, default=None, help="E (default: 10; wide: 3)")
   parser.add_argument("--scaling", default="1,10,100", help="ensemble sizes, 1 epoch each")
   parser.add_argument("--data-order", default="independent", choices=ensemble.DATA_ORDERS)
   parser.add_argument("--skip-torch", action="store_true")
@@ -237,13 +261,138 @@ def main():
   parser.add_argument("--cnn-train", type=int, default=12800,
                       help="training images of the Flax CNN rows; 0 skips them")
   parser.add_argument("--cnn-native-steps", type=int, default=5)
+  parser.add_argument("--member-block", default="auto",
+                      help="comma-separated member_block values for the scaling table: 'auto' "
+                           "(the library's default), 'off' (one block) or a number")
+  parser.add_argument("--repeats", type=int, default=1, help="rounds of the scaling table")
+  parser.add_argument("--scaling-only", action="store_true",
+                      help="only the scaling table (and the matmul rate it is compared with)")
+  parser.add_argument("--device-table", default=None,
+                      help="ensemble sizes of the device check's table; only that table runs")
+  parser.add_argument("--single-runs", type=int, default=3,
+                      help="single-member runs timed for the device table's loop column")
+  parser.add_argument("--json", default=None, help="also write the device table's rows here")
+  parser.add_argument("--synthetic", type=int, default=None,
+                      help="N random MNIST-shaped training images instead of MNIST")
   args = parser.parse_args()
   app.use_every_core()
-  splits = data_lib.load_mnist()
+  if args.model == "wide":
+    from benchmarks import wide_mlp  # pylint: disable=import-outside-toplevel  (it imports this)
+    args.members = args.members or 3
+    wide_mlp.run(args, wide_mlp.splits_for(args))
+    return
+  args.members = args.members or 10
+  splits = data_lib.load_mnist() if args.synthetic is None else synthetic_splits(args.synthetic)
+  if args.device_table:
+    device_table(args, splits)
+    return
+  if args.scaling_only:
+    cfg = ensemble.TrainConfig(MODEL, data_order=args.data_order)
+    matmul_size, peak = reference_rate(args)
+    print(f"devices: {jax.devices()}; jitted f32 {matmul_size}^2 matmul: {peak:.1f} GFLOP/s")
+    scaling_table(args, cfg, splits, peak)
+    return
   if not args.skip_mlp:
     mlp_rows(args, splits)
   if args.cnn_train:
     cnn_rows(args, splits)
+
+
+def synthetic_splits(n_train):
+  """Random MNIST-shaped images with labels learnable from the pixels: for dry runs only."""
+  rng = np.random.default_rng(0)
+
+  def examples(n):
+    x = rng.random((n, MODEL.sizes[0]), np.float32)
+    return data_lib.Examples(x, np.argmax(x[:, :MODEL.sizes[-1]], axis=1).astype(np.int32))
+  return data_lib.Splits(examples(n_train), examples(max(1, n_train // 4)), examples(1))
+
+
+def epoch_seconds(cfg, splits, **kwargs):
+  """One ``train`` call's seconds, compile excluded: the same call is run twice."""
+  timed(lambda: ensemble.train(cfg, splits, progress=False, **kwargs))
+  return timed(lambda: ensemble.train(cfg, splits, progress=False, **kwargs))[0]
+
+
+def device_table(args, splits):
+  """The device check's table: member-epochs per second over E, against the matmul rate and a
+  loop of single-member runs."""
+  cfg = ensemble.TrainConfig(MODEL, n_members=1, epochs=1, data_order=args.data_order)
+  n_steps = len(splits.train.y) // cfg.batch_size
+  member_gflop = n_steps * flops_per_step(MODEL, cfg.batch_size) / 1e9
+  matmul_size, peak = reference_rate(args)
+  sizes = [int(e) for e in args.device_table.split(",")]
+  n_singles = min(args.single_runs, max(sizes))
+  single = dataclasses.replace(cfg, n_members=n_singles)
+  timed(lambda: ensemble.train(single, splits, members=[0], progress=False))  # Compiles.
+  loop_seconds = [timed(lambda: ensemble.train(single, splits, members=[i], progress=False))[0]
+                  for i in range(n_singles)]
+  per_member = float(np.mean(loop_seconds))
+  print(f"devices: {jax.devices()}; jitted f32 {matmul_size}^2 matmul: {peak:.1f} GFLOP/s; "
+        f"a single-member epoch ({n_steps} steps): mean {per_member:.2f} s over {n_singles} "
+        f"members (min {min(loop_seconds):.2f}, max {max(loop_seconds):.2f})", flush=True)
+  rows = []
+  for n_members in sizes:
+    seconds = epoch_seconds(dataclasses.replace(cfg, n_members=n_members), splits)
+    rate = n_members * member_gflop / seconds
+    rows.append({"run": f"E={n_members}, 1 epoch", "seconds": seconds,
+                 "member_epochs_per_s": n_members / seconds,
+                 "matmul_percent": 100 * rate / peak,
+                 "vs_single_loop": n_members * per_member / seconds})
+    print(f"E={n_members}: {seconds:.2f} s", flush=True)
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump({"rows": rows, "matmul_gflops": peak, "single_member_s": per_member}, f)
+  print(device_markdown(rows))
+
+
+def device_markdown(rows):
+  """The device table; a row without a number shows a dash."""
+  number = lambda row, name, fmt: "-" if row.get(name) is None else fmt.format(row[name])
+  return reporting.markdown_table(
+      ("run", "s (compile excluded; E4: wall)", "member-epochs per s", "% of matmul rate",
+       "x vs a loop of single-member runs"),
+      [(row["run"], number(row, "seconds", "{:.2f}"),
+        number(row, "member_epochs_per_s", "{:.2f}"), number(row, "matmul_percent", "{:.0f}%"),
+        number(row, "vs_single_loop", "{:.1f}x")) for row in rows])
+
+
+def scaling_table(args, cfg, splits, peak):
+  """One epoch per E and member block, compile excluded, timed side by side: the routes
+  alternate within each of ``--repeats`` rounds; the table shows the fastest round and the
+  spread. "CPU s" is the process's CPU time (both cores), which other programs on a shared
+  machine disturb less than the wall time."""
+  n_steps = len(splits.train.y) // cfg.batch_size
+  routes = [(int(e), block) for e in args.scaling.split(",")
+            for block in args.member_block.split(",")]
+  configs = {(e, block): dataclasses.replace(
+      cfg, n_members=e, epochs=1,
+      member_block={"auto": None, "off": e}.get(block) if block in ("auto", "off") else int(block))
+             for e, block in routes}
+  for route in routes:
+    jaxens_vmapped(configs[route], splits)  # Compiles.
+  times = {route: [] for route in routes}
+  for _ in range(args.repeats):
+    for route in routes:
+      cpu = time.process_time()
+      seconds, _ = timed(lambda: jaxens_vmapped(configs[route], splits))
+      times[route].append((seconds, time.process_time() - cpu))
+  base = {block: min(measured)[0] / 10 for (e, block), measured in times.items() if e == 10}
+  rows = []
+  for (n_members, block), measured in times.items():
+    wall = sorted(w / n_members for w, _ in measured)
+    cpu = sorted(c / n_members for _, c in measured)
+    rate = n_steps * flops_per_step(MODEL, cfg.batch_size) / 1e9 / wall[0]
+    rows.append((n_members, block, f"{wall[0]:.3f}" + (f" ({wall[-1]:.3f})" if len(wall) > 1 else ""),
+                 f"{cpu[0]:.3f}" + (f" ({cpu[-1]:.3f})" if len(cpu) > 1 else ""),
+                 f"{1 / wall[0]:.2f}", f"{rate:.1f}", f"{100 * rate / peak:.0f}%",
+                 "-" if base.get(block) is None else f"{wall[0] / base[block]:.2f}x"))
+  print(f"\nScaling over E (1 epoch, vmapped, compile excluded; fastest of {args.repeats} "
+        "alternating rounds, slowest in brackets):")
+  print(reporting.markdown_table(
+      ("E", "member_block", "s per member-epoch", "CPU s per member-epoch",
+       "member-epochs per s", "GFLOP/s", "% of matmul rate", "vs E=10 (same member_block)"),
+      rows), flush=True)
 
 
 def mlp_rows(args, splits):
@@ -252,8 +401,7 @@ def mlp_rows(args, splits):
                              data_order=args.data_order)
   n_steps = len(splits.train.y) // cfg.batch_size
   total_gflop = args.members * args.epochs * n_steps * flops_per_step(MODEL, cfg.batch_size) / 1e9
-  matmul_size = args.matmul_size or (2048 if jax.default_backend() == "cpu" else 8192)
-  peak = matmul_gflops(matmul_size)
+  matmul_size, peak = reference_rate(args)
   print(f"devices: {jax.devices()}; {os.cpu_count()} CPU cores")
   print(f"jitted f32 {matmul_size}^2 matmul: {peak:.1f} GFLOP/s; the pool is {total_gflop:.0f} GFLOP "
         f"({args.members} members x {args.epochs} epochs x {n_steps} steps); "
@@ -287,18 +435,7 @@ def mlp_rows(args, splits):
         f"{total_gflop / without_compile:.1f}", f"{100 * total_gflop / without_compile / peak:.0f}%",
         f"{accuracy:.4f}") for name, with_compile, without_compile, accuracy in rows]))
 
-  print("\nScaling over E (1 epoch, vmapped, compile excluded):")
-  scaling = []
-  for n_members in (int(e) for e in args.scaling.split(",")):
-    scaled = dataclasses.replace(cfg, n_members=n_members, epochs=1)
-    timed(lambda: jaxens_vmapped(scaled, splits))
-    seconds, _ = timed(lambda: jaxens_vmapped(scaled, splits))
-    rate = n_members * n_steps * flops_per_step(MODEL, cfg.batch_size) / 1e9 / seconds
-    scaling.append((n_members, f"{seconds:.2f}", f"{n_members / seconds:.2f}", f"{rate:.1f}",
-                    f"{100 * rate / peak:.0f}%"))
-  print(reporting.markdown_table(
-      ("E", "s per epoch", "member-epochs per s", "GFLOP/s", "% of matmul rate"), scaling),
-      flush=True)
+  scaling_table(args, cfg, splits, peak)
 
   # What the optimizer's element-wise update costs: the same epoch with plain SGD.
   one_epoch = dataclasses.replace(cfg, epochs=1)

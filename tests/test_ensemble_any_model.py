@@ -118,6 +118,7 @@ def test_callable_loss_is_the_only_metric():
 
 
 @pytest.mark.parametrize("name, values, scalar_config", [
+    ("l1", [0.0, 1e-4, 1e-3, 1e-2], lambda v: {"l1": v}),
     ("l2", [0.0, 1e-3, 1e-2, 0.1], lambda v: {"l2": v}),
     ("max_norm", [2.0, 1.0, 0.5, 0.3], lambda v: {"max_norm": v}),
     ("dropout", [0.0, 0.1, 0.3, 0.5], lambda v: {"model": dataclasses.replace(
@@ -145,3 +146,13 @@ def test_optimizers_whose_state_holds_a_prng_key_train(noise):
   result = ensemble.train(cfg, _splits(), progress=False)
   assert not result.diverged.any()
   assert (result.history["val_loss"][:, -1] < result.history["val_loss"][:, 0]).all()
+
+
+def test_without_a_terminal_progress_is_one_log_line_per_epoch(caplog):
+  # pytest captures stderr, so the bar is silent and the epoch log takes its place.
+  caplog.set_level("INFO", logger="absl")
+  result = ensemble.train(_config(epochs=2), _splits(), progress=True)
+  lines = [r.getMessage() for r in caplog.records if "jaxens: epoch" in r.getMessage()]
+  assert [line.split(" in ")[0] for line in lines] == ["jaxens: epoch 1/2", "jaxens: epoch 2/2"]
+  val_loss = float(lines[1].split("val_loss ")[1])
+  np.testing.assert_allclose(val_loss, result.history["val_loss"][:, 1].mean(), atol=1e-4)

@@ -55,6 +55,7 @@ def _nan_x(splits):
     (lambda s: s, {"optimizer": "adam", "overrides": {"b1": np.full(4, 1.5)}},
      r"b1: expected a value in \[0, 1\)"),
     (lambda s: s, {"overrides": {"l2": np.array([0.0, -1.0, 0.0, 0.0])}}, "overrides.'l2'"),
+    (lambda s: s, {"l1": -1.0}, "l1: expected a non-negative weight"),
     (lambda s: s, {"overrides": {"max_norm": np.zeros(4)}}, "overrides.'max_norm'"),
     (lambda s: s, {"overrides": {"dropout": np.ones(4)}}, "overrides.'dropout'"),
     (lambda s: s, {"overrides": {"learning_rate": np.array([1, 2, np.nan, 4.0])}},

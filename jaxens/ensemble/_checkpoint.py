@@ -73,11 +73,12 @@ def _qualname(value):
 
 def fingerprint(cfg, members):
   """What a resumed run must share with the run that wrote the checkpoint; ``epochs`` may
-  grow, so it is left out."""
+  grow and ``member_block`` changes only the speed, so they are left out."""
   network = cfg.network
   model = network.description or describe(network)
   description = json.dumps(
-      {"config": describe(dataclasses.replace(cfg, model=None, overrides=None, epochs=0)),
+      {"config": describe(dataclasses.replace(cfg, model=None, overrides=None, epochs=0,
+                                                   member_block=None)),
        "model": model,
        "overrides": {k: np.asarray(v).tolist() for k, v in (cfg.overrides or {}).items()},
        "members": list(map(int, members))}, sort_keys=True, default=str)
@@ -139,7 +140,7 @@ class Checkpoints:
     if meta["epoch"] > epochs:
       raise ValueError(f"resume: the checkpoint holds {meta['epoch']} epochs, more than "
                        f"epochs={epochs}")
-    host = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    host = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=host),
                             like)
     abstract = abstract._replace(history={
@@ -170,7 +171,7 @@ class Checkpoints:
     if meta is None:
       return None, None
     epoch = meta["epoch"]
-    host = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    host = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=host),
                             self._manager.item_metadata(epoch)["carry"])
     carry = self._manager.restore(epoch, args=self._ocp.args.Composite(

@@ -61,11 +61,14 @@ def _check_config(cfg):
   _validation.check_int("n_members", cfg.n_members, 1)
   _validation.check_int("epochs", cfg.epochs, 1)
   _validation.check_int("seed", cfg.seed, 0, 2**32 - 1)
+  if cfg.member_block is not None:
+    _validation.check_int("member_block", cfg.member_block, 1)
   if cfg.data_order not in _config.DATA_ORDERS:
     raise ValueError(f"data_order: expected one of {_config.DATA_ORDERS}, got {cfg.data_order!r}")
   if cfg.keep not in _config.KEEP:
     raise ValueError(f"keep: expected one of {_config.KEEP}, got {cfg.keep!r}")
-  _check_l2("l2", cfg.l2)
+  _check_weight("l1", cfg.l1)
+  _check_weight("l2", cfg.l2)
   if cfg.max_norm is not None:
     _check_max_norm("max_norm", cfg.max_norm)
   _tasks.task(cfg.loss)
@@ -75,7 +78,7 @@ def _check_config(cfg):
                (cfg.overrides or {}).items()}
   model_h, regularisers, optimizer_h = _step.split_hparams(model, overrides)
   for name, values in regularisers.items():
-    (_check_l2 if name == "l2" else _check_max_norm)(f"overrides[{name!r}]", values)
+    (_check_max_norm if name == "max_norm" else _check_weight)(f"overrides[{name!r}]", values)
   if "dropout" in model_h and isinstance(cfg.model, nn.MLPConfig):
     if not np.all((model_h["dropout"] >= 0) & (model_h["dropout"] < 1)):
       raise ValueError(f"overrides['dropout']: expected rates in [0, 1), got {model_h['dropout']}")
@@ -158,7 +161,7 @@ def _override(cfg, name, values):
   return array.astype(np.float32)
 
 
-def _check_l2(name, value):
+def _check_weight(name, value):
   if not np.all(np.asarray(value) >= 0):
     raise ValueError(f"{name}: expected a non-negative weight, got {value}")
 

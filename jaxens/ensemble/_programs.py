@@ -149,25 +149,44 @@ def _fold_into_average(average, params):
   return jax.tree.map(fold, swa_params, params), count + 1
 
 
+def to_blocks(tree, n_devices, n_blocks):
+  """Every leaf (E, ...) as (n_blocks, E / n_blocks, ...): block ``j`` holds the ``j``-th
+  slice of every device's members, so that each block is still spread over every device."""
+  def split(leaf):
+    rest = leaf.shape[1:]
+    per_block = leaf.shape[0] // (n_devices * n_blocks)
+    return jnp.swapaxes(leaf.reshape((n_devices, n_blocks, per_block) + rest), 0, 1).reshape(
+        (n_blocks, n_devices * per_block) + rest)
+  return jax.tree.map(split, tree)
+
+
+def from_blocks(tree, n_devices):
+  """The inverse of ``to_blocks``: every leaf (n_blocks, E / n_blocks, ...) as (E, ...)."""
+  def merge(leaf):
+    n_blocks, rest = leaf.shape[0], leaf.shape[2:]
+    return jnp.swapaxes(leaf.reshape((n_blocks, n_devices, -1) + rest), 0, 1).reshape(
+        (-1,) + rest)
+  return jax.tree.map(merge, tree)
+
+
 @_cached_per_config
-def epoch_fn(cfg, n_train, n_val, report_every):
+def epoch_fn(cfg, n_train, n_val, report_every, n_devices=1, n_blocks=1):
   """The jitted program that trains every member for one epoch and evaluates it.
 
   Every ``report_every`` steps (if not None) it sends the members' losses to the active
   progress bar. A probe sees the parameters before a step's update; a snapshot and the weight
-  average take them after it.
+  average take them after it. With ``n_blocks`` > 1 each device's members train in that many
+  blocks, one after another (``lax.map``), each through the whole epoch, so that a block's
+  parameters and optimizer state stay in the caches from one step to the next.
   """
   model, task = cfg.network, _tasks.task(cfg.loss)
   n_steps = n_train // cfg.batch_size
   slots = snapshot_slots(cfg, n_steps)
 
-  def train_epoch(carry, keys, hparams, root_key, epoch, x_train, y_train, x_val, y_val):
-    # Divergence is handled per epoch, not per step, to keep selections off the hot loop: a
-    # member whose loss turns non-finite at any step (non-finite parameters make the next
-    # loss non-finite too) is rolled back to its state at the start of the epoch and frozen.
-    orders = jax.vmap(lambda k: _keys.epoch_order(
-        cfg.data_order, cfg.batch_size, k, root_key, epoch, n_train, n_steps))(keys)
-    orders = jnp.swapaxes(orders, 0, 1)  # (n_steps, E, batch)
+  def train_block(members, x_train, y_train, step0):
+    """The epoch's steps for some members: their ``(params, state, opt_state, finite,
+    probes, snapshots, average)`` after it, and their step metrics (E_block, n_steps)."""
+    params, state, opt_state, alive, probes, snapshots, average, keys, hparams, orders = members
 
     def scan_body(inner, step_order):
       params, state, opt_state, finite, step, probes, snapshots, average = inner
@@ -196,11 +215,29 @@ def epoch_fn(cfg, n_train, n_val, report_every):
       return (params, state, opt_state, finite, step + 1, probes, snapshots,
               average), step_metrics
 
-    init = (carry.params, carry.state, carry.opt_state, carry.alive, epoch * n_steps,
-            carry.probes, carry.snapshots, (carry.swa_params, carry.swa_count))
+    init = (params, state, opt_state, alive, step0, probes, snapshots, average)
     (params, state, opt_state, finite, _, probes, snapshots, average), step_metrics = (
-        jax.lax.scan(scan_body, init, orders))
-    train_metrics = task.finish({k: jnp.mean(v, axis=0) for k, v in step_metrics.items()})
+        jax.lax.scan(scan_body, init, jnp.swapaxes(orders, 0, 1)))
+    step_metrics = {k: jnp.swapaxes(v, 0, 1) for k, v in step_metrics.items()}
+    return (params, state, opt_state, finite, probes, snapshots, average), step_metrics
+
+  def train_epoch(carry, keys, hparams, root_key, epoch, x_train, y_train, x_val, y_val):
+    # Divergence is handled per epoch, not per step, to keep selections off the hot loop: a
+    # member whose loss turns non-finite at any step (non-finite parameters make the next
+    # loss non-finite too) is rolled back to its state at the start of the epoch and frozen.
+    orders = jax.vmap(lambda k: _keys.epoch_order(
+        cfg.data_order, cfg.batch_size, k, root_key, epoch, n_train, n_steps))(keys)
+    members = (carry.params, carry.state, carry.opt_state, carry.alive, carry.probes,
+               carry.snapshots, (carry.swa_params, carry.swa_count), keys, hparams, orders)
+    step0 = epoch * n_steps
+    if n_blocks == 1:
+      out, step_metrics = train_block(members, x_train, y_train, step0)
+    else:
+      out, step_metrics = from_blocks(jax.lax.map(
+          lambda block: train_block(block, x_train, y_train, step0),
+          to_blocks(members, n_devices, n_blocks)), n_devices)
+    params, state, opt_state, finite, probes, snapshots, average = out
+    train_metrics = task.finish({k: jnp.mean(v, axis=1) for k, v in step_metrics.items()})
     if n_val:
       val_metrics = jax.vmap(lambda p, s: _evaluate.metrics(
           model, task, p, s, x_val, y_val, _evaluate.EVAL_BATCH_SIZE))(params, state)

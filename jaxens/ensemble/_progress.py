@@ -1,7 +1,10 @@
-"""A progress bar over an epoch's steps, fed from inside the jitted scan."""
+"""Progress: a bar over an epoch's steps, fed from inside the jitted scan, or, when stderr is
+not a terminal (a cluster job's log), one log line per epoch."""
 
 import sys
+import time
 
+from absl import logging
 import numpy as np
 import tqdm
 
@@ -46,3 +49,21 @@ def open_bar(n_steps):
     bar.close()
     return None
   return bar
+
+
+class EpochLog:
+  """One ``absl.logging`` line per epoch with the epoch's time and the members' mean metrics,
+  for runs whose stderr is not a terminal, where the bar is silent."""
+
+  def __init__(self, epochs, n_members):
+    self.epochs, self.n_members = epochs, n_members
+    self._start = time.perf_counter()
+
+  def epoch_done(self, epoch, history):
+    means = ", ".join(
+        f"{name} {np.nanmean(np.asarray(column[:self.n_members, epoch])):.4f}"
+        for name, column in history.items())
+    now = time.perf_counter()
+    logging.info("jaxens: epoch %d/%d in %.1f s; mean over members: %s", epoch + 1,
+                 self.epochs, now - self._start, means)
+    self._start = now

@@ -49,14 +49,15 @@ def train_step(cfg, model, task, member, batch, step):
   params, state, opt_state, key, hparams = member
   model_h, regularisers, optimizer_h = split_hparams(model, hparams)
   x, y = batch
-  l2 = regularisers.get("l2", cfg.l2)
-  penalised = "l2" in regularisers or bool(cfg.l2)
+  penalties = [(regularisers.get(name, getattr(cfg, name)), penalty_fn)
+               for name, penalty_fn in (("l1", nn.l1_penalty), ("l2", nn.l2_penalty))
+               if name in regularisers or getattr(cfg, name)]
 
   def loss_fn(p):
     out, new_state = model.apply(p, state, x, train=True, rng=_keys.step_rng(key, step),
                                  **model_h)
     metrics = task.metrics(out, y)
-    penalty = l2 * nn.l2_penalty(p) if penalised else 0.0
+    penalty = sum(weight * penalty_fn(p) for weight, penalty_fn in penalties)
     return metrics["loss"] + penalty, (new_state, metrics)
 
   (_, (new_state, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
