@@ -12,7 +12,8 @@ from experiments import app
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENTS = ("batchnorm_ioffe", "batchnorm_landscape", "cheap_ensembles", "cnn_mnist",
                "ensemble_mnist", "optimizers_mnist", "regression_diabetes",
-               "sharpness_batch_size", "toy_min_variance")
+               "regularisation_mnist", "regularisers_mnist", "sharpness_batch_size",
+               "toy_min_variance")
 
 _IMPORT_SCRIPT = """
 import os
