@@ -5,7 +5,8 @@
         [--scale 10000x10000,1000x100000] [--chunk-rows 10000]
 
 ``--skip-models M`` adds accuracy with and without ``margin_skip`` on a random and on a
-confident pool of M models (0 skips them).
+confident pool of M models (0 skips them), and on E1's validation pool (``--e1-pool``, the
+``predictions.npz`` that ``make run`` writes) when that file exists.
 
 ``--scale MxN,...`` adds the AutoML-scale rows, run from the ``(N, M)`` float32 true-class
 matrix alone (``select.greedy_from_true_class``; ``--scale ""`` skips them), as a device
@@ -251,14 +252,25 @@ def confident_pool(n_models, n_samples, n_classes, seed=0):
   return probs, y
 
 
-def margin_skip_rows(n_models, n_samples, n_classes, steps, repeats):
-  """Accuracy with and without ``margin_skip`` on a random and a confident pool."""
+def e1_pool(path):
+  """E1's validation pool as ``make run`` saves it: (10, 15000, 10) probabilities."""
+  saved = np.load(path)
+  return saved["val_probs"], saved["val_labels"]
+
+
+def margin_skip_rows(n_models, n_samples, n_classes, steps, repeats, e1_path=None):
+  """Accuracy with and without ``margin_skip`` on a random and a confident pool, and on E1's
+  validation pool when ``e1_path`` (``make run``'s ``predictions.npz``) exists."""
   print(f"\nAccuracy, margin skip: M={n_models}, N={n_samples}, C={n_classes}, {steps} steps; "
         "ms per step (marginal)\n")
   print(reporting.markdown_table(["pool", "final error", "plain", "margin_skip",
                                   "plain/margin_skip", "same path"], []))
-  for name, make in (("random", random_pool), ("confident", confident_pool)):
-    preds, y = make(n_models, n_samples, n_classes)
+  pools = [(name, lambda make=make: make(n_models, n_samples, n_classes))
+           for name, make in (("random", random_pool), ("confident", confident_pool))]
+  if e1_path and os.path.exists(e1_path):
+    pools.append(("E1 (M=10, N=15000, validation)", lambda: e1_pool(e1_path)))
+  for name, make in pools:
+    preds, y = make()
     preds, y = jax.device_put(preds), jax.device_put(y)
     times, paths = [], []
     for skip in (False, True):
@@ -286,6 +298,8 @@ def main():
   parser.add_argument("--loop-budget", type=float, default=20.0)
   parser.add_argument("--scale", default="10000x10000,1000x100000",
                       help="M x N of the true-class rows, comma-separated; '' for none")
+  parser.add_argument("--e1-pool", default="runs/ensemble_mnist/predictions.npz",
+                      help="E1's pool (make run's predictions.npz) for the margin-skip rows")
   parser.add_argument("--skip-models", type=int, default=1000,
                       help="M of the accuracy margin-skip rows; 0 for none")
   parser.add_argument("--chunk-rows", type=int, default=10_000,
@@ -347,7 +361,8 @@ def main():
   if goals:
     print("Goals at M=1000: " + "; ".join(goals))
   if args.skip_models:
-    margin_skip_rows(args.skip_models, args.samples, args.classes, args.steps, args.repeats)
+    margin_skip_rows(args.skip_models, args.samples, args.classes, args.steps, args.repeats,
+                     args.e1_pool)
   if args.scale:
     shapes = [tuple(int(v) for v in shape.split("x")) for shape in args.scale.split(",")]
     scale_goals = scale_rows(shapes, args.steps, args.repeats, args.loop_budget, compile_clock,
