@@ -210,9 +210,11 @@ TABLE_HEADERS = ("regulariser", "test acc", "test NLL", "train − val acc", "va
 
 def plot_val_loss(histories, path):
   fig, ax = plt.subplots(figsize=(8, 5))
-  for setting, history in histories.items():
+  colors = plt.get_cmap("tab20").colors  # 15 settings: one colour each.
+  for k, (setting, history) in enumerate(histories.items()):
     epochs = np.arange(1, history["val_loss"].shape[1] + 1)
-    reporting.plot_band(ax, epochs, history["val_loss"], setting)
+    reporting.plot_band(ax, epochs, history["val_loss"], setting, color=colors[k % len(colors)],
+                        ls="-" if k < len(colors) else "--")
   ax.set_xlabel("epoch")
   ax.set_ylabel("validation loss (last parameters of each epoch)")
   ax.legend(fontsize=7, ncol=2)
