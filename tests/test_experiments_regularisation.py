@@ -76,6 +76,22 @@ def test_batchnorm_before_and_after_the_activation_differ():
     np.testing.assert_allclose(np.asarray(inter[name]).mean(axis=0), 0.0, atol=1e-5)
 
 
+def test_patterns_read_a_u_shaped_curve_and_a_flat_one():
+  u_shaped = {"val_loss": np.array([[3.0, 2.0, 1.0, 1.5, 2.0, 2.5]]),
+              "train_accuracy": np.array([[0.9] * 6]), "val_accuracy": np.array([[0.8] * 6])}
+  got = regularisation_mnist.patterns(u_shaped)
+  assert got["lowest_val_loss_epoch"] == 3 and got["lowest_val_loss"] == 1.0
+  np.testing.assert_allclose(got["val_loss_rise_after_lowest"], 1.5)
+  np.testing.assert_allclose(got["val_loss_trend_last_third_per_10_epochs"], 5.0)  # 0.5 an epoch
+  np.testing.assert_allclose(got["final_train_minus_val_accuracy"], 0.1)
+  # A loss that rose once and then levels off: a rise after the lowest epoch, but no trend.
+  levelled = regularisation_mnist.patterns(
+      dict(u_shaped, val_loss=np.array([[3.0, 2.0, 1.0, 1.2, 1.1, 1.1]])))
+  np.testing.assert_allclose(levelled["val_loss_rise_after_lowest"], 0.1)
+  np.testing.assert_allclose(levelled["val_loss_trend_last_third_per_10_epochs"], 0.0,
+                             atol=1e-12)
+
+
 def test_regularisation_mnist_tiny(digits_npz, tmp_path):
   config = regularisation_mnist.Config(
       data_source="npz", data_dir=str(digits_npz(512, 128)), hidden=(32, 16, 16), n_seeds=2,
@@ -88,7 +104,6 @@ def test_regularisation_mnist_tiny(digits_npz, tmp_path):
     assert history["val_loss"].shape == (2, 2)
     # Two seeds are two different members.
     assert np.abs(history["train_loss"][0] - history["train_loss"][1]).max() > 0
-    assert 1 <= summary["patterns"][regime]["lowest_val_loss_epoch"] <= 2
   assert [row[0] for row in summary["table"]] == list(regularisation_mnist.REGIMES)
   metrics = pd.read_csv(tmp_path / "metrics.csv")
   assert len(metrics) == 3 * 2 * 2
